@@ -1,0 +1,192 @@
+"""Every file format the stages read or write, in one place.
+
+Writes are atomic (a temporary file in the same folder, then ``os.replace``), so a killed
+stage never leaves a half-written file that looks complete. Reads check what they get and turn
+damaged or foreign files into one-line :class:`UserError` messages. Nothing here unpickles:
+arrays are ``.npy`` with ``allow_pickle=False``, weights are safetensors, configs are JSON.
+
+:func:`stage_outputs` wraps a stage: it clears the stage's outputs first and removes them
+again if the stage fails, so DVC (which caches whatever exists after exit 0) never sees a
+partial result, and a rerun never mixes old and new files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from pipeline.errors import UserError
+
+__all__ = [
+    "atomic_path", "write_bytes", "write_text", "save_json", "load_json", "save_npy", "load_npy",
+    "save_safetensors", "load_safetensors", "save_csv", "stage_outputs", "remove",
+]
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)          # mkstemp makes 0600; give the usual mode
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars/arrays to Python; NaN/inf to None (JSON has no NaN)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def save_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def load_json(path: str | Path, what: str = "file") -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: {what} not found; run the stage that makes it (`dvc repro`)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: damaged JSON ({exc}); delete it and rerun `dvc repro`") from None
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    array = np.ascontiguousarray(array)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+
+
+def load_npy(path: str | Path, *, dtype: Any = None, ndim: int | None = None,
+             mmap: bool = False, what: str = "array") -> np.ndarray:
+    """Load a .npy without unpickling; check kind and number of dimensions."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: {what} not found; run the stage that makes it (`dvc repro`)")
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except ValueError as exc:
+        raise UserError(f"{path}: not a plain numeric .npy ({exc}); delete it and rerun `dvc repro`") from None
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{path}: truncated or damaged .npy ({exc}); delete it and rerun `dvc repro`") from None
+    if ndim is not None and array.ndim != ndim:
+        raise UserError(f"{path}: {what} has shape {array.shape}, expected {ndim} dimensions; "
+                        f"delete it and rerun `dvc repro`")
+    if dtype is not None and not np.issubdtype(array.dtype, dtype):
+        raise UserError(f"{path}: {what} has dtype {array.dtype}, expected {np.dtype(dtype).name}; "
+                        f"delete it and rerun `dvc repro`")
+    return array
+
+
+def save_safetensors(path: str | Path, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
+
+
+def load_safetensors(path: str | Path) -> dict:
+    """Load tensors from a safetensors file (no code can run); damaged files give a UserError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: weights file not found; train first (`dvc repro train`) or fix model.weights")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: not a valid safetensors file ({first}); weights must be saved with "
+                        f"safetensors.torch.save_file (pickled .pt files are refused)") from None
+
+
+def save_csv(path: str | Path, columns: Mapping[str, Sequence], float_format: str = "%.5g") -> None:
+    """Write named columns as CSV with a header, vectorised (no per-value Python formatting)."""
+    names = list(columns)
+    cols = [np.asarray(columns[n]) for n in names]
+    n = len(cols[0]) if cols else 0
+    if any(len(c) != n for c in cols):
+        raise ValueError("all CSV columns must have the same length")
+    parts = []
+    for c in cols:
+        if c.dtype.kind == "f":
+            parts.append(np.char.mod(float_format, c))
+        else:
+            parts.append(c.astype(str))
+    body = ""
+    if n:
+        table = np.stack(parts, axis=1)
+        body = "\n".join(",".join(row) for row in table.tolist()) + "\n"
+    write_text(path, ",".join(names) + "\n" + body)
+
+
+def remove(path: str | Path) -> None:
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def stage_outputs(*outputs: str | Path) -> Iterator[None]:
+    """Clear a stage's outputs, run it, and remove the outputs again if it fails.
+
+    DVC deletes outputs before a stage runs and caches whatever exists after exit 0; when a
+    stage runs outside DVC this gives the same clean slate. On any exception (including
+    KeyboardInterrupt) the partial outputs are removed before the error propagates.
+    """
+    for out in outputs:
+        remove(out)
+    try:
+        yield
+    except BaseException:
+        for out in outputs:
+            with contextlib.suppress(OSError):
+                remove(out)
+        raise

@@ -1,0 +1,157 @@
+"""Command line: one thin Typer command per pipeline stage (what dvc.yaml calls).
+
+Each command only parses its arguments and calls ``pipeline.stages.<stage>.run(params, ...)``.
+Imports are lazy so ``python -m pipeline --help`` does not load torch. A :class:`UserError`
+becomes one ``error: ...`` line on stderr and a non-zero exit code (2 for bad params), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="See, and measure, what the hidden layers of an image network learned.\n\n"
+         "Stages (wired by dvc.yaml; run them all with `dvc repro`): fetch -> train -> extract -> "
+         "reduce {pca,tsne,umap} / probe / projector -> render. Every knob is in params.yaml.",
+)
+
+_state: dict[str, Any] = {"params": Path("params.yaml")}
+
+
+@app.callback()
+def _root(params: Path = typer.Option(Path("params.yaml"), "--params", "-p", help="params file to read")) -> None:
+    _state["params"] = params
+
+
+def _stage(name: str, **kwargs: Any) -> Any:
+    from pipeline.config import load_params
+
+    params = load_params(_state["params"])
+    module = importlib.import_module(f"pipeline.stages.{name}")
+    return module.run(params, **kwargs)
+
+
+@app.command()
+def fetch() -> None:
+    """Load data.dataset and write data/prepared (uint8 images, labels, class names, info.json)."""
+    _stage("fetch")
+
+
+@app.command()
+def train() -> None:
+    """Train model.arch on data/prepared; write data/model and metrics/train (dvclive)."""
+    _stage("train")
+
+
+@app.command()
+def extract() -> None:
+    """Record every layer's activations on the test subset (and for each weight snapshot)."""
+    _stage("extract")
+
+
+@app.command()
+def reduce(method: str = typer.Argument(..., help="pca, tsne or umap")) -> None:
+    """Fit METHOD (pca, tsne or umap) on every extracted layer; write embeddings and their metrics."""
+    _stage("reduce", method=method)
+
+
+@app.command()
+def probe() -> None:
+    """Linear-probe accuracy per layer (logistic regression on the activations) -> metrics/probes.json."""
+    _stage("probe")
+
+
+@app.command()
+def render() -> None:
+    """Draw every figure (scatters, progression grids, filters, feature maps, ...) into plots/."""
+    _stage("render")
+
+
+@app.command()
+def projector() -> None:
+    """Write a TensorBoard Embedding Projector bundle of every extracted layer to data/projector."""
+    _stage("projector")
+
+
+@app.command()
+def export() -> None:
+    """Export the trained classifier as ONNX and TorchScript to data/export."""
+    _stage("export")
+
+
+@app.command()
+def compare(
+    rev_a: str = typer.Argument(..., help="git revision or experiment name of the first run"),
+    rev_b: str = typer.Argument(..., help="git revision or experiment name of the second run"),
+    out: Path = typer.Option(Path("plots/compare"), "--out", "-o", help="folder for the report"),
+) -> None:
+    """Compare the representations of two runs: CKA between all layers, maps and metrics side by side."""
+    _stage("compare", rev_a=rev_a, rev_b=rev_b, out=out)
+
+
+@app.command()
+def layers() -> None:
+    """List the layer names, output shapes and parameter counts of the model params.yaml describes."""
+    from pipeline.config import load_params
+    from pipeline.datasets import load_prepared
+    from pipeline.models import build_model, describe_layers
+    from pipeline import paths
+
+    params = load_params(_state["params"])
+    info_path = paths.PREPARED / "info.json"
+    if info_path.exists():
+        import json
+
+        info = json.loads(info_path.read_text())
+        shape, n_classes = tuple(info["shape"]), len(info["classes"])
+    else:
+        shape, n_classes = ((3, 32, 32) if params.data.dataset == "cifar10" else (1, 28, 28)), 10
+    model = build_model(params.model, shape, n_classes)
+    typer.echo(f"{'layer':<12} {'type':<12} {'output shape':<16} params")
+    typer.echo(f"{'input':<12} {'-':<12} {str(tuple(shape)):<16} 0")
+    for row in describe_layers(model, shape):
+        typer.echo(f"{row['name']:<12} {row['type']:<12} {str(tuple(row['shape'])):<16} {row['params']}")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: run the app, turning user errors into one line and an exit code."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")          # dvclive / dvc telemetry off
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from pipeline.errors import UserError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted; outputs of the interrupted stage were removed, rerun `dvc repro`", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""params.yaml, validated: one pydantic model per section.
+
+Every stage calls :func:`load_params` once and reads the sections it declares in dvc.yaml.
+Unknown keys are refused, ranges and choices are checked, and any problem becomes one
+:class:`~pipeline.errors.ConfigError` line that names the key, the value and what is allowed::
+
+    params.yaml: model.kernel_size = -3: must be greater than or equal to 1
+
+Sections missing from the file take their defaults, so a minimal params.yaml is ``{}``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline import paths
+from pipeline.errors import ConfigError
+
+__all__ = [
+    "DataConfig", "ModelConfig", "TrainConfig", "ExtractConfig", "ReduceConfig", "PCAConfig",
+    "TSNEConfig", "UMAPConfig", "ProbeConfig", "RenderConfig", "ProjectorConfig", "ExportConfig",
+    "Params", "load_params", "parse_params", "DATASETS", "ARCHS", "CLASSIFIER_ARCHS",
+    "AUTOENCODER_ARCHS", "METHODS",
+]
+
+DATASETS = ("mnist-5k", "digits", "mnist", "fashion-mnist", "kmnist", "cifar10")
+CLASSIFIER_ARCHS = ("lenet", "cnn", "mlp", "linear")
+AUTOENCODER_ARCHS = ("ae", "conv_ae", "vae")
+ARCHS = CLASSIFIER_ARCHS + AUTOENCODER_ARCHS
+METHODS = ("pca", "tsne", "umap")
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class DataConfig(_Section):
+    dataset: Literal["mnist-5k", "digits", "mnist", "fashion-mnist", "kmnist", "cifar10"] = "mnist-5k"
+    root: str = str(paths.RAW)            # torchvision datasets: folder of raw files (their layout)
+    download: bool = True                 # torchvision datasets: try to download missing files
+    n_train: Optional[int] = Field(None, ge=10)   # cap on training images (stratified, seeded)
+    n_test: Optional[int] = Field(1000, ge=10)    # test images: split size (embedded) or cap
+    seed: int = Field(0, ge=0)
+
+
+class ModelConfig(_Section):
+    arch: Literal["lenet", "cnn", "mlp", "linear", "ae", "conv_ae", "vae"] = "lenet"
+    filters: int = Field(6, ge=1, le=1024)          # first conv layer's filter count (every conv arch)
+    kernel_size: int = Field(5, ge=1, le=256)       # conv kernel side, up to the whole image
+    conv_blocks: int = Field(2, ge=1, le=8)         # cnn / conv_ae: number of conv blocks
+    growth: float = Field(2.0, gt=0, le=8)          # filters of block i = filters * growth**i
+    padding: Literal["same", "valid"] = "same"      # cnn: keep the map size, or shrink it
+    pool: Literal["max", "avg", "none"] = "max"     # cnn: pooling after each conv block
+    activation: Optional[Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu"]] = None  # None: arch default
+    batch_norm: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    hidden: Optional[list[int]] = None              # dense sizes; None: arch default
+    latent_dim: int = Field(16, ge=1, le=4096)      # autoencoders: size of the code layer
+    tied_weights: bool = False                      # ae: decoder uses the encoder's transposed weights
+    variant: Literal["fc", "conv"] = "fc"           # vae: fully connected or convolutional
+    weights: Optional[str] = None                   # safetensors file to load instead of training
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden_positive(cls, value: Optional[list[int]]) -> Optional[list[int]]:
+        if value is not None and any(int(v) < 1 for v in value):
+            raise ValueError("every hidden size must be a positive integer")
+        return value
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(25, ge=0, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=10)
+    seed: int = Field(0, ge=0)
+    l1: float = Field(0.0, ge=0)                    # L1 penalty on weights, added to the loss
+    l2: float = Field(0.0, ge=0)                    # L2 penalty (Adam weight decay)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    compile: bool = False                           # torch.compile (graph) instead of eager
+    snapshot_every: int = Field(100, ge=0)          # steps between weight snapshots; 0: none
+    kl_weight: float = Field(1.0, ge=0)             # vae: weight of the KL term
+    noise: float = Field(0.0, ge=0.0, lt=1.0)       # denoising: masking fraction or gaussian std
+    noise_kind: Literal["masking", "gaussian"] = "masking"
+
+
+class ExtractConfig(_Section):
+    layers: Optional[list[str]] = None              # None: every named layer (plus `input`)
+    n_samples: Optional[int] = Field(None, ge=10)   # stratified subset of the test split; None: all
+    dtype: Literal["float32", "float16"] = "float32"
+    snapshot_layers: Optional[list[str]] = None     # None: the layer before the output
+    batch_size: int = Field(256, ge=1, le=65_536)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("layers", "snapshot_layers")
+    @classmethod
+    def _non_empty(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None and len(value) == 0:
+            raise ValueError("empty list; leave it out (null) to use the default layers")
+        return value
+
+
+class PCAConfig(_Section):
+    n_components: int = Field(2, ge=2, le=3)
+    whiten: bool = False                            # "sphereize": unit variance per component
+
+
+class TSNEConfig(_Section):
+    backend: Literal["opentsne", "sklearn"] = "opentsne"
+    method: Literal["auto", "bh", "fft", "exact"] = "auto"  # gradient method; auto: by size
+    n_components: int = Field(2, ge=2, le=3)
+    perplexity: float = Field(30.0, gt=0, le=1000)
+    early_exaggeration_iter: int = Field(125, ge=0, le=10_000)
+    n_iter: int = Field(250, ge=1, le=100_000)      # iterations after early exaggeration
+    learning_rate: Optional[float] = Field(None, gt=0)  # None: N / 12, the openTSNE rule
+    init: Literal["pca", "random"] = "pca"
+
+
+class UMAPConfig(_Section):
+    n_neighbors: int = Field(15, ge=2, le=1000)
+    min_dist: float = Field(0.1, ge=0.0, le=1.0)
+    metric: Literal["euclidean", "cosine", "manhattan", "correlation", "chebyshev"] = "euclidean"
+    n_components: int = Field(2, ge=2, le=3)
+    n_epochs: Optional[int] = Field(None, ge=10, le=10_000)
+
+
+class ReduceConfig(_Section):
+    pca_dims: int = Field(50, ge=2, le=4096)        # PCA to this many dims before t-SNE / UMAP
+    seed: int = Field(0, ge=0)
+    knn_k: int = Field(10, ge=1, le=100)            # k of the kNN accuracy and trustworthiness
+    pca: PCAConfig = PCAConfig()
+    tsne: TSNEConfig = TSNEConfig()
+    umap: UMAPConfig = UMAPConfig()
+
+
+class ProbeConfig(_Section):
+    test_fraction: float = Field(0.3, gt=0.05, lt=0.95)
+    C: float = Field(1.0, gt=0)                     # inverse L2 strength of the logistic regression
+    max_iter: int = Field(300, ge=10, le=100_000)
+    max_dims: int = Field(1024, ge=2)               # wider layers are PCA-reduced to this first
+    seed: int = Field(0, ge=0)
+
+
+class RenderConfig(_Section):
+    sample_index: int = Field(0, ge=0)              # test image for the feature-map figure
+    layer: Optional[str] = None                     # layer of outliers / evolution; None: before output
+    n_outliers: int = Field(8, ge=1, le=64)
+    redundancy_threshold: float = Field(0.9, gt=0, le=1)  # |corr| of two filters that marks them redundant
+    dpi: int = Field(110, ge=50, le=600)
+
+
+class ProjectorConfig(_Section):
+    layers: Optional[list[str]] = None              # None: every extracted layer
+    tensor_format: Literal["tsv", "bytes"] = "bytes"
+    max_points: Optional[int] = Field(None, ge=1)   # cap on points (sprite must fit 8192 px)
+    sprite: bool = True
+
+
+class ExportConfig(_Section):
+    formats: list[Literal["onnx", "torchscript"]] = ["onnx", "torchscript"]
+
+
+class Params(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    extract: ExtractConfig = ExtractConfig()
+    reduce: ReduceConfig = ReduceConfig()
+    probe: ProbeConfig = ProbeConfig()
+    render: RenderConfig = RenderConfig()
+    projector: ProjectorConfig = ProjectorConfig()
+    export: ExportConfig = ExportConfig()
+
+
+def _allowed_keys(model_cls: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names allowed at ``loc`` (the location of an unknown key)."""
+    cls: Any = model_cls
+    for part in loc[:-1]:
+        field = cls.model_fields.get(part)
+        if field is None:
+            return []
+        cls = field.annotation
+    return list(getattr(cls, "model_fields", {}).keys())
+
+
+def _get(raw: Any, loc: tuple) -> Any:
+    for part in loc:
+        if isinstance(raw, dict) and part in raw:
+            raw = raw[part]
+        elif isinstance(raw, list) and isinstance(part, int) and part < len(raw):
+            raw = raw[part]
+        else:
+            return None
+    return raw
+
+
+def _describe(err: dict, raw: dict, source: str) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("literal[")))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Params, loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"{source}: {key}: unknown key; {hint}allowed: {', '.join(allowed)}"
+    value = _get(raw, loc)
+    msg = err["msg"]
+    msg = msg.replace("Input should be", "must be").replace("Value error, ", "")
+    shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    return f"{source}: {key} = {shown}: {msg}"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-parsed mapping; raise ConfigError with one line per problem, joined."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (data, model, train, ...), "
+                          f"got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(e, raw, source) for e in exc.errors()]
+        raise ConfigError("; ".join(problems)) from None
+
+
+def load_params(path: str | Path = paths.PARAMS) -> Params:
+    """Read and validate params.yaml (a missing file means all defaults)."""
+    path = Path(path)
+    if not path.exists():
+        return Params()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}; fix the file "
+                          f"(or `git checkout {path}` to start again)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    return parse_params(raw, str(path))

@@ -1,0 +1,124 @@
+"""Model families and their registry.
+
+``build_model(cfg, input_shape, n_classes)`` returns a :class:`~pipeline.models.common.Network`
+whose ``named_layers()`` lists the readable layer names (``conv1``, ``pool1``, ``fc1``, ...,
+``logits``) that extract hooks. ``describe_layers`` is the discovery helper behind
+``python -m pipeline layers``. ``save_model`` / ``load_model`` store weights as safetensors
+and the architecture as JSON; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from pipeline import artifacts
+from pipeline.config import ModelConfig
+from pipeline.errors import UserError
+from pipeline.models.common import Classifier, Network
+
+__all__ = ["build_model", "describe_layers", "save_model", "load_model", "load_weights_into",
+           "Network", "Classifier", "WEIGHTS_FILE", "CONFIG_FILE"]
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+
+
+def _builders() -> dict[str, Callable[..., Network]]:
+    from pipeline.models.cnn import build_cnn
+    from pipeline.models.lenet import build_lenet
+    from pipeline.models.mlp import build_linear, build_mlp
+
+    builders: dict[str, Callable[..., Network]] = {
+        "lenet": build_lenet, "cnn": build_cnn, "mlp": build_mlp, "linear": build_linear,
+    }
+    try:
+        from pipeline.models.autoencoders import build_ae, build_conv_ae, build_vae
+    except ImportError:  # autoencoders not available in this build
+        pass
+    else:
+        builders.update({"ae": build_ae, "conv_ae": build_conv_ae, "vae": build_vae})
+    return builders
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: int) -> Network:
+    """Build ``cfg.arch`` for images of ``input_shape`` (C, H, W) and ``n_classes`` classes."""
+    builders = _builders()
+    if cfg.arch not in builders:
+        raise UserError(f"model.arch = {cfg.arch} is not available in this build; "
+                        f"choose one of {', '.join(builders)}")
+    return builders[cfg.arch](cfg, tuple(int(s) for s in input_shape), int(n_classes))
+
+
+@torch.no_grad()
+def describe_layers(model: Network, input_shape: tuple[int, int, int]) -> list[dict[str, Any]]:
+    """Name, type, output shape (without batch) and parameter count of every hookable layer."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for name, module in model.named_layers():
+        def hook(_m, _inp, out, name=name):
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            shapes[name] = tuple(out.shape[1:])
+        handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros((1, *input_shape)))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return [
+        {"name": name, "type": type(module).__name__, "shape": list(shapes.get(name, ())),
+         "params": sum(p.numel() for p in module.parameters(recurse=False))}
+        for name, module in model.named_layers()
+    ]
+
+
+def save_model(directory: str | Path, model: Network, meta: dict[str, Any], *,
+               filename: str = WEIGHTS_FILE, write_config: bool = True) -> None:
+    """Weights as safetensors; ``meta`` (model config, input shape, classes, ...) as JSON."""
+    directory = Path(directory)
+    artifacts.save_safetensors(directory / filename, model.state_dict())
+    if write_config:
+        artifacts.save_json(directory / CONFIG_FILE, meta)
+
+
+def load_weights_into(model: Network, weights_path: str | Path) -> Network:
+    """Load a safetensors file into ``model``; mismatches give a one-line error naming the first."""
+    state = artifacts.load_safetensors(weights_path)
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise UserError(f"{weights_path}: tensor '{key}' {tuple(tensor.shape)} is missing; the weights "
+                            f"were saved from another architecture (check model.* in params.yaml)")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise UserError(f"{weights_path}: tensor '{key}' has shape {tuple(state[key].shape)}, the model "
+                            f"expects {tuple(tensor.shape)}; make model.* match the weights")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise UserError(f"{weights_path}: unexpected tensor '{extra[0]}' (and {len(extra) - 1} more); "
+                        f"the weights belong to another architecture (check model.* in params.yaml)")
+    model.load_state_dict(state)
+    return model
+
+
+def load_model(directory: str | Path, weights: str | Path | None = None) -> tuple[Network, dict[str, Any]]:
+    """Rebuild the model described by ``model.json`` in ``directory`` and load its weights."""
+    directory = Path(directory)
+    meta = artifacts.load_json(directory / CONFIG_FILE, "model config")
+    try:
+        cfg = ModelConfig.model_validate(meta["model"])
+        input_shape = tuple(meta["input_shape"])
+        n_classes = int(meta["n_classes"])
+    except Exception as exc:  # noqa: BLE001 - any malformed config is the same user problem
+        raise UserError(f"{directory / CONFIG_FILE}: malformed model config ({str(exc).splitlines()[0]}); "
+                        f"rerun `dvc repro train`") from None
+    model = build_model(cfg, input_shape, n_classes)
+    load_weights_into(model, weights or directory / WEIGHTS_FILE)
+    model.eval()
+    return model, meta
+
+

@@ -1,0 +1,89 @@
+"""Pieces shared by the model families: activations, shape arithmetic, the base classes."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Iterable
+
+import torch
+from torch import nn
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.config import TrainConfig
+
+__all__ = ["Network", "Classifier", "make_activation", "conv_out", "check_kernel"]
+
+_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "elu": nn.ELU,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    return _ACTIVATIONS[name]()
+
+
+def conv_out(size: int, kernel: int, padding: int, stride: int = 1) -> int:
+    """Output side of a convolution or pooling: floor((size + 2p - k) / s) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def check_kernel(kernel: int, side: int, where: str, fix: str) -> None:
+    if kernel > side:
+        raise ConfigError(f"model.kernel_size = {kernel} is larger than the {side}x{side} {where}; {fix}")
+
+
+class Network(nn.Module):
+    """Base of every model: an ordered list of named layers that extract can hook.
+
+    ``task`` is "classify" (forward returns logits) or "reconstruct" (forward returns a dict
+    with at least ``reconstruction``); ``output_layer`` names the last layer.
+    """
+
+    task: str = "classify"
+    output_layer: str = "logits"
+
+    def named_layers(self) -> list[tuple[str, nn.Module]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig",
+                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-batch means: ``loss`` (what training minimises) plus statistics to log.
+
+        ``x`` is the normalised batch (B, C, H, W), ``y`` the labels (B,). In training mode the
+        model may corrupt its input (denoising); in eval mode it must not.
+        """
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+class Classifier(Network):
+    """A feed-forward classifier: ``layers`` is an nn.Sequential of readable names.
+
+    Dropout layers are kept out of ``named_layers`` (they are the identity at inference).
+    """
+
+    task = "classify"
+    output_layer = "logits"
+
+    def __init__(self, layers: Iterable[tuple[str, nn.Module]]):
+        super().__init__()
+        self.layers = nn.Sequential(OrderedDict(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, n_classes)
+        return self.layers(x)
+
+    def named_layers(self) -> list[tuple[str, nn.Module]]:
+        return [(n, m) for n, m in self.layers.named_children() if not isinstance(m, nn.Dropout)]
+
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig",
+                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        logits = self(x)                                            # (B, n_classes)
+        loss = nn.functional.cross_entropy(logits, y)
+        accuracy = (logits.argmax(dim=1) == y).double().mean()
+        return {"loss": loss, "accuracy": accuracy}

@@ -1,0 +1,44 @@
+"""Every path the stages read or write, relative to the repository root (where dvc runs).
+
+dvc.yaml lists the same paths as deps/outs; ``tests/test_dvc_yaml.py`` checks they agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+
+DATA = Path("data")
+RAW = DATA / "raw"                    # default data.root for torchvision datasets
+PREPARED = DATA / "prepared"          # fetch: uint8 images, labels, info.json
+MODEL = DATA / "model"                # train: weights, config, snapshots, tensorboard events
+ACTIVATIONS = DATA / "activations"    # extract: one .npy per layer (+ snapshots/)
+EMBEDDINGS = DATA / "embeddings"      # reduce: data/embeddings/<method>/<layer>.npy
+PROJECTOR = DATA / "projector"        # projector: TensorBoard Embedding Projector bundle
+EXPORT = DATA / "export"              # export: ONNX / TorchScript
+
+METRICS = Path("metrics")
+TRAIN_METRICS = METRICS / "train"                 # dvclive: metrics.json + plots/metrics/*.tsv
+EMBEDDING_METRICS = METRICS / "embeddings"        # metrics/embeddings/<method>.json
+PROBE_METRICS = METRICS / "probes.json"
+RENDER_METRICS = METRICS / "render.json"
+DIAGNOSTICS_METRICS = METRICS / "diagnostics.json"
+
+PLOTS = Path("plots")
+POINTS = PLOTS / "points"                         # plots/points/<method>/<layer>.csv (DVC scatter)
+FIGURES = PLOTS / "figures"                       # render: PNG figures
+CONFUSION = PLOTS / "confusion.csv"               # DVC confusion template
+COMPARE = PLOTS / "compare"                       # compare command output (not a DVC stage)
+
+
+def embedding_dir(method: str) -> Path:
+    return EMBEDDINGS / method
+
+
+def embedding_metrics(method: str) -> Path:
+    return EMBEDDING_METRICS / f"{method}.json"
+
+
+def points_dir(method: str) -> Path:
+    return POINTS / method

@@ -1,0 +1,71 @@
+"""Run-time plumbing shared by stages: device choice, seeding, progress bars, normalisation."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["resolve_device", "seed_everything", "progress", "normalizer", "log"]
+
+
+def log(message: str) -> None:
+    """A status line on stderr (stdout stays clean for data)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def resolve_device(name: str) -> "Any":
+    """``auto`` -> cuda, then mps, then cpu; an explicit device that is missing is an error."""
+    import torch
+
+    from pipeline.errors import UserError
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device = cuda but no CUDA GPU is visible; use device: auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("train.device = mps but Apple MPS is not available; use device: auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; deterministic kernels where torch has them."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
+             leave: bool = True) -> Any:
+    """A tqdm bar on stderr; off when HIDDEN_SPACES_QUIET=1, sparse when stderr is not a terminal."""
+    from tqdm.auto import tqdm
+
+    disable = os.environ.get("HIDDEN_SPACES_QUIET") == "1"
+    interactive = sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, disable=disable,
+                file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if interactive else 10.0)
+
+
+def normalizer(mean: Sequence[float], std: Sequence[float], device: Any) -> Any:
+    """A function uint8 (B, C, H, W) -> float32 normalised with the dataset's per-channel mean/std."""
+    import torch
+
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1).clamp_min(1e-6)
+
+    def normalize(x: "torch.Tensor") -> "torch.Tensor":
+        return (x.to(device=device, dtype=torch.float32) / 255.0 - m) / s
+
+    return normalize
