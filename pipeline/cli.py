@@ -129,6 +129,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")          # dvclive / dvc telemetry off
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    import warnings
+
+    # even kernels with padding="same" (e.g. model.kernel_size=28) are supported; the notice is noise
+    warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
     from pipeline.errors import UserError
 
     try:

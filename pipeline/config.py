@@ -157,9 +157,16 @@ class RenderConfig(_Section):
 
 class ProjectorConfig(_Section):
     layers: Optional[list[str]] = None              # None: every extracted layer
-    tensor_format: Literal["tsv", "bytes"] = "bytes"
-    max_points: Optional[int] = Field(None, ge=1)   # cap on points (sprite must fit 8192 px)
-    sprite: bool = True
+    tensor_format: Literal["tsv", "bytes"] = "bytes"  # bytes: raw float32 (fast); tsv: text, 7 digits
+    max_points: Optional[int] = Field(None, ge=2)   # cap on points; None: all that fit the 8192 px sprite
+    sprite: bool = True                             # thumbnails of the inputs (sprite.png)
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_non_empty(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None and len(value) == 0:
+            raise ValueError("empty list; leave it out (null) for every extracted layer")
+        return value
 
 
 class ExportConfig(_Section):
@@ -211,7 +218,10 @@ def _describe(err: dict, raw: dict, source: str) -> str:
     value = _get(raw, loc)
     msg = err["msg"]
     msg = msg.replace("Input should be", "must be").replace("Value error, ", "")
-    shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    shown = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("...").strip()
+    shown = " ".join(shown.split())                      # one line, whatever the value holds
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
     return f"{source}: {key} = {shown}: {msg}"
 
 

@@ -1,0 +1,72 @@
+"""A temporary git + DVC copy of this repository, for integration tests that run real DVC commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO, TINY_PARAMS, deep_update
+
+# Files the pipeline needs; data/, metrics/ and plots/ are outputs and start empty.
+_COPY = ["pipeline", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore",
+         "data/.gitignore"]
+
+
+def _env() -> dict[str, str]:
+    # dvc runs `python -m pipeline ...`: make `python` the interpreter running the tests
+    bindir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+            "HIDDEN_SPACES_QUIET": "1", "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1",
+            "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check)
+
+
+def git(*args: str, cwd: Path) -> str:
+    return run(["git", *args], cwd=cwd).stdout
+
+
+def make_repo(dest: Path, overrides: dict | None = None) -> Path:
+    """Copy the pipeline into ``dest``, write tiny params (all sections kept), git init and commit."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in _COPY:
+        src = REPO / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif src.exists():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    full = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = deep_update(deep_update(full, TINY_PARAMS), overrides or {})
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for folder in ("metrics", "plots"):
+        (dest / folder).mkdir(exist_ok=True)
+    git("init", "-q", "-b", "main", cwd=dest)
+    git("add", "-A", cwd=dest)
+    git("commit", "-q", "-m", "tiny pipeline", cwd=dest)
+    return dest
+
+
+def stages_ran(output: str) -> set[str]:
+    """Stage names that `dvc repro` / `dvc exp run` actually executed, from its output."""
+    ran = set()
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("Running stage '"):
+            ran.add(line.split("'")[1])
+    return ran
