@@ -24,7 +24,7 @@ from pipeline.errors import ConfigError
 __all__ = [
     "DataConfig", "ModelConfig", "TrainConfig", "ExtractConfig", "ReduceConfig", "PCAConfig",
     "TSNEConfig", "UMAPConfig", "ProbeConfig", "RenderConfig", "ProjectorConfig", "ExportConfig",
-    "Params", "load_params", "parse_params", "DATASETS", "ARCHS", "CLASSIFIER_ARCHS",
+    "DiagnoseConfig", "Params", "load_params", "parse_params", "DATASETS", "ARCHS", "CLASSIFIER_ARCHS",
     "AUTOENCODER_ARCHS", "METHODS",
 ]
 
@@ -171,6 +171,20 @@ class ProjectorConfig(_Section):
 
 class ExportConfig(_Section):
     formats: list[Literal["onnx", "torchscript"]] = ["onnx", "torchscript"]
+    opset: int = Field(17, ge=9, le=20)             # ONNX opset (torch.onnx legacy exporter: 9..20)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("empty list; use [onnx], [torchscript] or both")
+        return value
+
+
+class DiagnoseConfig(_Section):
+    eps: float = Field(1e-6, ge=0.0, le=1.0)        # rectifiers: active when the output is above this
+    saturation: float = Field(0.99, gt=0.5, lt=1.0)  # tanh: |y| > this; sigmoid: y > this or < 1 - this
+    warn_dead_fraction: float = Field(0.5, ge=0.0, le=1.0)  # warn about layers with more dead units than this
 
 
 class Params(_Section):
@@ -183,6 +197,7 @@ class Params(_Section):
     render: RenderConfig = RenderConfig()
     projector: ProjectorConfig = ProjectorConfig()
     export: ExportConfig = ExportConfig()
+    diagnose: DiagnoseConfig = DiagnoseConfig()
 
 
 def _allowed_keys(model_cls: type[BaseModel], loc: tuple) -> list[str]:
@@ -207,19 +222,26 @@ def _get(raw: Any, loc: tuple) -> Any:
     return raw
 
 
+def _printable(text: str) -> str:
+    """Keys and values as one printable line (escape newlines and control characters)."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _describe(err: dict, raw: dict, source: str) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("literal[")))
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    key = ".".join(_printable(str(p)) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(Params, loc)
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
+        if not allowed:                                   # a key inside a free-form value
+            return f"{source}: {key}: unknown key"
         return f"{source}: {key}: unknown key; {hint}allowed: {', '.join(allowed)}"
     value = _get(raw, loc)
     msg = err["msg"]
-    msg = msg.replace("Input should be", "must be").replace("Value error, ", "")
+    msg = _printable(" ".join(msg.replace("Input should be", "must be").replace("Value error, ", "").split()))
     shown = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("...").strip()
-    shown = " ".join(shown.split())                      # one line, whatever the value holds
+    shown = _printable(" ".join(shown.split()))          # one line, whatever the value holds
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return f"{source}: {key} = {shown}: {msg}"
