@@ -113,12 +113,12 @@ class PCAConfig(_Section):
 
 class TSNEConfig(_Section):
     backend: Literal["opentsne", "sklearn"] = "opentsne"
-    method: Literal["auto", "bh", "fft", "exact"] = "auto"  # gradient method; auto: by size
+    method: Literal["auto", "bh", "fft", "exact"] = "auto"  # gradient; auto: BH < 10k points or 3-D, else FFT
     n_components: int = Field(2, ge=2, le=3)
     perplexity: float = Field(30.0, gt=0, le=1000)
     early_exaggeration_iter: int = Field(125, ge=0, le=10_000)
     n_iter: int = Field(250, ge=1, le=100_000)      # iterations after early exaggeration
-    learning_rate: Optional[float] = Field(None, gt=0)  # None: N / 12, the openTSNE rule
+    learning_rate: Optional[float] = Field(None, gt=0)  # None: "auto" (openTSNE: N / exaggeration)
     init: Literal["pca", "random"] = "pca"
 
 
