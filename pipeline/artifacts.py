@@ -27,7 +27,7 @@ from pipeline.errors import UserError
 
 __all__ = [
     "atomic_path", "write_bytes", "write_text", "save_json", "load_json", "save_npy", "load_npy",
-    "save_safetensors", "load_safetensors", "save_csv", "stage_outputs", "remove",
+    "save_safetensors", "load_safetensors", "save_csv", "save_figure", "save_animation", "stage_outputs", "remove",
 ]
 
 
@@ -163,6 +163,57 @@ def save_csv(path: str | Path, columns: Mapping[str, Sequence], float_format: st
         table = np.stack(parts, axis=1)
         body = "\n".join(",".join(row) for row in table.tolist()) + "\n"
     write_text(path, ",".join(names) + "\n" + body)
+
+
+@contextlib.contextmanager
+def _atomic_same_suffix(path: Path) -> Iterator[Path]:
+    """Like :func:`atomic_path`, but the temporary file keeps ``path``'s suffix (writers such as
+    matplotlib and Pillow pick the format from it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_figure(path: str | Path, fig: Any, dpi: int = 110) -> None:
+    """Save a matplotlib Figure atomically (format from the suffix, e.g. .png), then close it."""
+    path = Path(path)
+    try:
+        with _atomic_same_suffix(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, facecolor="white")
+    finally:
+        _close_figure(fig)
+
+
+def save_animation(path: str | Path, animation: Any, dpi: int = 80, fps: float = 2.5) -> None:
+    """Save a matplotlib Animation as an animated GIF (Pillow writer, loops forever) atomically."""
+    from matplotlib.animation import PillowWriter
+
+    path = Path(path)
+    try:
+        with _atomic_same_suffix(path) as tmp:
+            animation.save(tmp, writer=PillowWriter(fps=fps), dpi=dpi, savefig_kwargs={"facecolor": "white"})
+    finally:
+        fig = getattr(animation, "_fig", None)        # matplotlib keeps the figure there
+        if fig is not None:
+            _close_figure(fig)
+
+
+def _close_figure(fig: Any) -> None:
+    """Release a figure: close it if pyplot manages it, and drop its artists either way."""
+    import sys
+
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close(fig)
+    fig.clear()
 
 
 def remove(path: str | Path) -> None:

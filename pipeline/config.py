@@ -148,11 +148,11 @@ class ProbeConfig(_Section):
 
 
 class RenderConfig(_Section):
-    sample_index: int = Field(0, ge=0)              # test image for the feature-map figure
-    layer: Optional[str] = None                     # layer of outliers / evolution; None: before output
-    n_outliers: int = Field(8, ge=1, le=64)
+    sample_index: int = Field(0, ge=0)              # row of the extracted subset shown in the feature maps
+    layer: Optional[str] = None                     # outliers / evolution / class-distance detail; None: before output
+    n_outliers: int = Field(8, ge=1, le=64)         # farthest images per class in the outlier grid
     redundancy_threshold: float = Field(0.9, gt=0, le=1)  # |corr| of two filters that marks them redundant
-    dpi: int = Field(110, ge=50, le=600)
+    dpi: int = Field(110, ge=50, le=600)            # PNG resolution (the GIFs use at most 80)
 
 
 class ProjectorConfig(_Section):

@@ -1,0 +1,206 @@
+"""What the weights look like: filter montages, weight images, redundant filters.
+
+Weights are signed, so every view uses a diverging colour map centred on zero (blue negative,
+red positive, white zero) with a symmetric scale; RGB filters are shown as colour images with
+zero at mid-grey.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from pipeline.plots.common import annotate_cells, grid_shape, hide_unused, new_figure, symmetric_limit
+
+__all__ = ["filter_montage", "conv_weights_grid", "weight_images", "filter_correlations", "redundant_pairs",
+           "redundancy_figure", "DIVERGING"]
+
+DIVERGING = "RdBu_r"
+
+
+def _rgb(tile: np.ndarray, vmax: float) -> np.ndarray:
+    """(3, h, w) signed weights -> (h, w, 3) in 0..1, zero at mid-grey."""
+    return np.clip(np.transpose(tile, (1, 2, 0)) / (2 * vmax) + 0.5, 0.0, 1.0)
+
+
+def _no_ticks(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def filter_montage(weights: np.ndarray, *, layer: str, max_filters: int = 64, max_cols: int = 8) -> Figure:
+    """First-layer filters (F, C, kh, kw), one tile each, on one symmetric scale (so weak or dead
+    filters look pale). One channel: diverging colour map with a colour bar; three: RGB."""
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 4:
+        raise ValueError(f"expected conv weights (F, C, kh, kw), got shape {w.shape}")
+    n_all, c = w.shape[0], w.shape[1]
+    w = w[:max_filters]
+    n = len(w)
+    rows, cols = grid_shape(n, max_cols)
+    tile = float(np.clip(7.0 / cols, 0.7, 1.4))
+    fig = new_figure(max(cols * tile + 1.2, 4.5), rows * (tile + 0.25) + 1.0)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    vmax = symmetric_limit(w)
+    image = None
+    for i, ax in enumerate(axes[:n]):
+        if c == 3:
+            ax.imshow(_rgb(w[i], vmax), interpolation="nearest")
+        else:
+            plane = w[i, 0] if c == 1 else w[i].mean(axis=0)
+            image = ax.imshow(plane, cmap=DIVERGING, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"#{i}", fontsize=9)
+        _no_ticks(ax)
+    hide_unused(axes, n)
+    shown = f" (first {n} of {n_all})" if n < n_all else ""
+    chan = "" if c in (1, 3) else f", mean over {c} input channels"
+    fig.suptitle(f"{layer}: {n_all} filters of {w.shape[2]}x{w.shape[3]}{shown}{chan}", fontsize=11)
+    if image is not None:
+        fig.colorbar(image, ax=axes[:n].tolist(), shrink=0.8, label="weight", pad=0.02)
+    else:
+        fig.supxlabel("RGB: mid-grey = 0, each channel brighter where its weight is positive", fontsize=8)
+    return fig
+
+
+def conv_weights_grid(weights: np.ndarray, *, layer: str, max_rows: int = 16, max_cols: int = 16) -> Figure:
+    """A deeper conv layer (F_out, F_in, kh, kw): one row per output filter, one column per input
+    channel, capped at ``max_rows`` x ``max_cols`` tiles; one symmetric scale for all tiles."""
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 4:
+        raise ValueError(f"expected conv weights (F_out, F_in, kh, kw), got shape {w.shape}")
+    f_out, f_in = w.shape[:2]
+    shown = w[:max_rows, :max_cols]
+    rows, cols = shown.shape[:2]
+    tile = float(np.clip(min(9.0 / cols, 11.0 / rows), 0.4, 1.1))
+    fig = new_figure(max(cols * tile + 2.0, 4.6), rows * (tile + 0.1) + 1.1)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    vmax = symmetric_limit(shown)
+    image = None
+    for r in range(rows):
+        for col in range(cols):
+            ax = axes[r, col]
+            image = ax.imshow(shown[r, col], cmap=DIVERGING, vmin=-vmax, vmax=vmax, interpolation="nearest")
+            _no_ticks(ax)
+            if r == 0:
+                ax.set_title(f"in {col}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel(f"out {r}", fontsize=8, rotation=0, ha="right", va="center")
+    cap = []
+    if f_out > rows:
+        cap.append(f"first {rows} of {f_out} filters")
+    if f_in > cols:
+        cap.append(f"first {cols} of {f_in} input channels")
+    extra = f" ({', '.join(cap)})" if cap else ""
+    fig.suptitle(f"{layer}: {f_out} filters x {f_in} input channels, {w.shape[2]}x{w.shape[3]}{extra}\n"
+                 f"row = output filter, column = input channel", fontsize=10)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=min(0.6, 5.0 / (rows * tile)), aspect=15,
+                 label="weight", pad=0.02)
+    return fig
+
+
+def weight_images(weights: np.ndarray, input_shape: Sequence[int], *, layer: str,
+                  unit_names: Sequence[str] | None = None, max_units: int = 32, max_cols: int = 8,
+                  what: str = "unit") -> Figure:
+    """Rows of a dense layer's weight matrix (units, C*H*W) reshaped to the input image: what
+    each unit (or class, for a linear model's logits) responds to. Each tile has its own
+    symmetric scale (units differ in norm); red pixels push the unit up, blue push it down."""
+    w = np.asarray(weights, dtype=float)
+    c, h, wd = (int(s) for s in input_shape)
+    if w.ndim != 2 or w.shape[1] != c * h * wd:
+        raise ValueError(f"expected weights (units, {c * h * wd}) for input {tuple(input_shape)}, got {w.shape}")
+    n_all = len(w)
+    w = w[:max_units]
+    n = len(w)
+    rows, cols = grid_shape(n, max_cols)
+    tile = 1.25
+    fig = new_figure(cols * tile + 0.6, rows * (tile + 0.3) + 1.0)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for i, ax in enumerate(axes[:n]):
+        img = w[i].reshape(c, h, wd)
+        vmax = symmetric_limit(img)
+        if c == 3:
+            ax.imshow(_rgb(img, vmax), interpolation="nearest")
+        else:
+            ax.imshow(img.mean(axis=0), cmap=DIVERGING, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        name = unit_names[i] if unit_names is not None and i < len(unit_names) else f"{what} {i}"
+        ax.set_title(str(name), fontsize=9)
+        _no_ticks(ax)
+    hide_unused(axes, n)
+    shown = f"first {n} of {n_all} {what}s" if n < n_all else f"{n_all} {what}s"
+    fig.suptitle(f"{layer}: weight images ({shown}, reshaped to the {h}x{wd} input)\n"
+                 f"red raises the {what}'s value, blue lowers it; each tile on its own symmetric scale",
+                 fontsize=10)
+    return fig
+
+
+def filter_correlations(weights: np.ndarray) -> np.ndarray:
+    """(F, F) Pearson correlation of the flattened filters (or dense units); a constant filter
+    correlates 0 with everything (and 1 with itself)."""
+    flat = np.asarray(weights, dtype=float).reshape(len(weights), -1)
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(centred, axis=1)
+    safe = np.where(norms > 0, norms, 1.0)
+    unit = centred / safe[:, None]
+    corr = np.clip(unit @ unit.T, -1.0, 1.0)
+    corr[norms == 0] = 0.0
+    corr[:, norms == 0] = 0.0
+    np.fill_diagonal(corr, 1.0)
+    return corr
+
+
+def redundant_pairs(corr: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+    """Pairs ``(i, j, r)`` with ``i < j`` and ``|r| >= threshold``: near-duplicate (or sign-flipped) filters."""
+    corr = np.asarray(corr)
+    i, j = np.triu_indices(len(corr), k=1)
+    keep = np.abs(corr[i, j]) >= threshold
+    return [(int(a), int(b), float(corr[a, b])) for a, b in zip(i[keep], j[keep])]
+
+
+def redundancy_figure(weights: np.ndarray, *, layer: str, threshold: float, max_thumbnails: int = 24) -> Figure:
+    """Correlation matrix of a layer's filters with every near-duplicate pair (|r| >= threshold)
+    boxed in the upper triangle (patches with gid ``redundant-pair``), and the filters themselves
+    underneath (when there are few enough) so the indices can be matched to pictures."""
+    w = np.asarray(weights, dtype=float)
+    corr = filter_correlations(w)
+    pairs = redundant_pairs(corr, threshold)
+    f = len(w)
+    thumbs = w.ndim == 4 and f <= max_thumbnails
+    side = float(np.clip(0.42 * f + 2.5, 5.0, 10.0))
+    fig = new_figure(side + 1.4, side + (1.3 if thumbs else 0.4))
+    if thumbs:
+        grid = fig.add_gridspec(2, f, height_ratios=[side, max(side / f, 0.5) + 0.2])
+        ax = fig.add_subplot(grid[0, :])
+        small = [fig.add_subplot(grid[1, k]) for k in range(f)]
+    else:
+        ax = fig.add_subplot()
+        small = []
+    image = ax.imshow(corr, cmap=DIVERGING, vmin=-1, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="correlation of the filters' weights")
+    if f <= 16:
+        annotate_cells(ax, corr, image, fontsize=7 if f > 10 else 8, skip_diagonal=True)
+    for a, b, _ in pairs:
+        ax.add_patch(Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.2,
+                               gid="redundant-pair"))
+    step = max(1, f // 24)
+    ticks = np.arange(0, f, step)
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.tick_params(labelsize=8)
+    ax.set_xlabel("filter")
+    ax.set_ylabel("filter")
+    listed = ", ".join(f"{a}~{b} ({r:+.2f})" for a, b, r in pairs[:6]) + (" ..." if len(pairs) > 6 else "")
+    ax.set_title(f"{layer}: {len(pairs)} near-duplicate filter pair{'s' if len(pairs) != 1 else ''} "
+                 f"(|r| >= {threshold:g}, boxed)" + (f"\n{listed}" if pairs else ""), fontsize=10)
+    if small:
+        vmax = symmetric_limit(w)
+        for k, sub in enumerate(small):
+            if w.shape[1] == 3:
+                sub.imshow(_rgb(w[k], vmax), interpolation="nearest")
+            else:
+                sub.imshow(w[k].mean(axis=0), cmap=DIVERGING, vmin=-vmax, vmax=vmax, interpolation="nearest")
+            _no_ticks(sub)
+            sub.set_xlabel(str(k), fontsize=8)
+    return fig
