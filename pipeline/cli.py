@@ -85,6 +85,12 @@ def projector() -> None:
 
 
 @app.command()
+def diagnose() -> None:
+    """Dead / saturated units and class tightness per layer -> metrics/diagnostics.json, plots/diagnostics."""
+    _stage("diagnose")
+
+
+@app.command()
 def export() -> None:
     """Export the trained classifier as ONNX and TorchScript to data/export."""
     _stage("export")

@@ -11,6 +11,7 @@ PARAMS = Path("params.yaml")
 
 DATA = Path("data")
 RAW = DATA / "raw"                    # default data.root for torchvision datasets
+WEIGHTS = DATA / "weights"            # your own model.weights files (a train dep: replacing one reruns train)
 PREPARED = DATA / "prepared"          # fetch: uint8 images, labels, info.json
 MODEL = DATA / "model"                # train: weights, config, snapshots, tensorboard events
 ACTIVATIONS = DATA / "activations"    # extract: one .npy per layer (+ snapshots/)
@@ -24,12 +25,14 @@ EMBEDDING_METRICS = METRICS / "embeddings"        # metrics/embeddings/<method>.
 PROBE_METRICS = METRICS / "probes.json"
 RENDER_METRICS = METRICS / "render.json"
 DIAGNOSTICS_METRICS = METRICS / "diagnostics.json"
+EXPORT_METRICS = METRICS / "export.json"          # export: agreement of the exported models
 
 PLOTS = Path("plots")
 POINTS = PLOTS / "points"                         # plots/points/<method>/<layer>.csv (DVC scatter)
 FIGURES = PLOTS / "figures"                       # render: PNG figures
 CONFUSION = PLOTS / "confusion.csv"               # DVC confusion template
 COMPARE = PLOTS / "compare"                       # compare command output (not a DVC stage)
+DIAGNOSTICS_PLOTS = PLOTS / "diagnostics"         # diagnose: unit-activity and class-tightness figures
 
 
 def embedding_dir(method: str) -> Path:

@@ -14,7 +14,7 @@ from tests.conftest import REPO, TINY_PARAMS, deep_update
 
 # Files the pipeline needs; data/, metrics/ and plots/ are outputs and start empty.
 _COPY = ["pipeline", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore",
-         "data/.gitignore"]
+         "data/.gitignore", "data/weights/README.md"]
 
 
 def _env() -> dict[str, str]:

@@ -20,7 +20,7 @@ from pipeline.errors import UserError
 from pipeline.models.common import Classifier, Network
 
 __all__ = ["build_model", "describe_layers", "save_model", "load_model", "load_weights_into",
-           "Network", "Classifier", "WEIGHTS_FILE", "CONFIG_FILE"]
+           "check_weights_config", "Network", "Classifier", "WEIGHTS_FILE", "CONFIG_FILE"]
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
@@ -103,6 +103,41 @@ def load_weights_into(model: Network, weights_path: str | Path) -> Network:
                         f"the weights belong to another architecture (check model.* in params.yaml)")
     model.load_state_dict(state)
     return model
+
+
+def _yaml(value: Any) -> str:
+    """A value as it would be written in params.yaml (null, true, [120, 84], relu)."""
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("...").strip()
+
+
+def check_weights_config(weights_path: str | Path, cfg: ModelConfig) -> Path | None:
+    """If a JSON file with the weights' stem sits beside them (``my.safetensors`` -> ``my.json``, the
+    model.json format of the train stage), its ``model`` section must agree with ``cfg``
+    (params.yaml) on every architecture key (``weights`` itself is ignored). The architecture always
+    comes from params.yaml; a disagreement is a one-line error naming the first differing key.
+    Returns the JSON path it checked, or None when there is none."""
+    sibling = Path(weights_path).with_suffix(".json")
+    if not sibling.is_file():
+        return None
+    saved = artifacts.load_json(sibling, "model config beside the weights")
+    section = saved.get("model") if isinstance(saved, dict) else None
+    if not isinstance(section, dict):
+        raise UserError(f"{sibling}: no `model` section (expected the model.json format of the train stage); "
+                        f"fix or remove that file")
+    ours = cfg.model_dump()
+    for key, value in ours.items():
+        if key == "weights" or key not in section:
+            continue
+        theirs = section[key]
+        if isinstance(value, float) and isinstance(theirs, (int, float)) and float(theirs) == value:
+            continue
+        if theirs != value:
+            raise UserError(f"{sibling} (beside model.weights) says model.{key} = {_yaml(theirs)} but params.yaml "
+                            f"has {_yaml(value)}; set model.{key}: {_yaml(theirs)} in params.yaml "
+                            f"(or remove {sibling.name})")
+    return sibling
 
 
 def load_model(directory: str | Path, weights: str | Path | None = None) -> tuple[Network, dict[str, Any]]:

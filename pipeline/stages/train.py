@@ -24,7 +24,7 @@ from pipeline import artifacts, paths
 from pipeline.config import Params, TrainConfig
 from pipeline.datasets import Prepared, load_prepared
 from pipeline.errors import UserError
-from pipeline.models import build_model, describe_layers, load_weights_into, save_model
+from pipeline.models import build_model, check_weights_config, describe_layers, load_weights_into, save_model
 from pipeline.models.common import Network
 from pipeline.runtime import log, normalizer, progress, resolve_device, seed_everything
 
@@ -141,6 +141,8 @@ def fit(model: Network, data: Prepared, cfg: TrainConfig, device: torch.device, 
         snapshots: _Snapshots | None = None, on_epoch: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
     """Train ``model`` in place with Adam; returns the last epoch's statistics and timing."""
     normalize = normalizer(data.info["mean"], data.info["std"], device)
+    if hasattr(model, "set_input_stats"):           # autoencoders: masking value, MSE in pixel units
+        model.set_input_stats(data.info["mean"], data.info["std"])
     x_train = torch.from_numpy(np.ascontiguousarray(data.train_images)).to(device)   # (N, C, H, W) uint8
     y_train = torch.from_numpy(data.train_labels).to(device)
     x_test = torch.from_numpy(np.ascontiguousarray(data.test_images)).to(device)
@@ -225,8 +227,12 @@ def run(params: Params) -> dict[str, Any]:
         shape = tuple(data.info["shape"])
         model = build_model(params.model, shape, len(data.classes))
         if params.model.weights:
+            check_weights_config(params.model.weights, params.model)
             load_weights_into(model, params.model.weights)
             log(f"loaded weights from {params.model.weights}")
+            if paths.WEIGHTS.resolve() not in Path(params.model.weights).resolve().parents:
+                log(f"note: DVC notices a replaced weights file only under {paths.WEIGHTS}/ (a train dependency); "
+                    f"keep model.weights there")
         elif cfg.epochs == 0:
             raise UserError("train.epochs = 0 needs model.weights (a safetensors file) to analyse; "
                             "set train.epochs >= 1 or point model.weights at trained weights")
@@ -261,6 +267,9 @@ def run(params: Params) -> dict[str, Any]:
                 normalize = normalizer(data.info["mean"], data.info["std"], device)
                 preds = predict_logits(model, torch.from_numpy(data.test_images).to(device), normalize).argmax(1).numpy()
                 live.summary["per_class_accuracy"] = per_class_accuracy(preds, data.test_labels, data.classes)
+            else:                                      # reconstruct: trained without labels, no accuracy
+                live.summary["accuracy"] = None
+            live.summary["task"] = model.task
             live.summary["params"] = meta["params"]
             seconds = history["epoch_seconds"]
             live.summary["seconds_per_epoch"] = round(float(np.mean(seconds)), 3) if seconds else 0.0
