@@ -1,0 +1,414 @@
+"""PCA, t-SNE and UMAP behind one function, with the input checks that keep them from failing.
+
+:func:`embed` ``(x, method, cfg, *, seed, init=None) -> Embedding`` maps the activations of
+one layer, ``x`` of shape (n, dim), to ``coords`` of shape (n, 2 or 3). Every method sees the
+same prepared input (:func:`prepare`):
+
+1. checked: NaN/inf values, a constant ("dead") layer or fewer than :data:`MIN_POINTS` points
+   raise :class:`SkipLayer` with the reason -- the caller records it and goes on;
+2. centred, and divided by the largest absolute value (a unit-free scale, so float32 layers
+   with huge or tiny values behave alike). Features are *not* standardised one by one: that
+   would blow near-dead units (noise) up to the weight of informative ones;
+3. rotated onto its principal components, keeping ``min(reduce.pca_dims, n, dim)`` of them.
+   t-SNE and (Euclidean) UMAP are fitted on these, as is usual (denoises, and makes the
+   neighbour search cheap for 4,704-wide conv maps); PCA takes the first 2 or 3.
+
+Hyperparameters come from the validated ``reduce`` section; combinations the backends do not
+support are refused by :func:`check_config` with a message that names the key. Values the data
+cannot support are clamped with a note in ``Embedding.info["notes"]``: t-SNE perplexity to
+``(n - 1) / 3`` (it needs 3 x perplexity neighbours), UMAP ``n_neighbors`` to ``n - 1``.
+The output is checked too: a backend that returns NaN/inf (openTSNE does, silently, on some
+degenerate input) raises :class:`SkipLayer` instead of writing NaN coordinates.
+
+Results are deterministic for a ``seed``. t-SNE runs on one thread below
+:data:`THREADS_FROM` points (same map on every machine, robust when cores are shared) and on
+every core above (faster; the map then depends on the core count).
+
+t-SNE gradient method (``reduce.tsne.method: auto``): Barnes-Hut below 10,000 points, FFT
+above (2-D only; openTSNE's FFT is slower than BH below ~10k points, and supports only 2-D).
+The default iteration budget, 125 early-exaggeration + 250 normal iterations, was measured
+against the quality metrics: on 5,000 MNIST digits (PCA-50) 250 + 500 / 125 + 250 / 75 + 150
+iterations gave 2-D kNN accuracy 0.937 / 0.942 / 0.940 and trustworthiness 0.987 for all
+three, so half of openTSNE's default budget loses nothing; ``benchmarks/tsne.py`` compares
+the result with scikit-learn's defaults.
+
+:func:`embed_frames` maps a sequence of snapshots of one layer so that frames can be compared
+or animated: each frame starts from the previous frame's map (t-SNE / UMAP ``init``) and is
+rotated/reflected onto it (orthogonal Procrustes, :func:`align_procrustes`; this is what aligns
+PCA frames, whose axes' signs and order are otherwise arbitrary).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+
+from pipeline.config import METHODS, PCAConfig, ReduceConfig, TSNEConfig, UMAPConfig
+from pipeline.errors import ConfigError
+
+__all__ = [
+    "Embedding", "Features", "SkipLayer", "MIN_POINTS", "FFT_THRESHOLD", "THREADS_FROM", "embed", "embed_frames",
+    "prepare", "check_config", "tsne_gradient_method", "clamp_perplexity", "clamp_neighbors",
+    "align_procrustes", "rescale", "n_components", "fingerprint",
+]
+
+MIN_POINTS = 5                 # fewer points than this cannot be mapped meaningfully by any method
+FFT_THRESHOLD = 10_000         # t-SNE method auto: Barnes-Hut below this many points, FFT from it
+THREADS_FROM = 2_000           # t-SNE runs on one thread below this many points (see _n_jobs)
+CONSTANT_TOL = 1e-6            # a layer whose largest feature std is below this x max|x| is constant
+_TSNE_INIT_STD = 1e-4          # openTSNE's recommended std of an initial t-SNE layout
+
+
+class SkipLayer(ValueError):
+    """This input cannot be embedded (non-finite, constant, too few points, backend failure).
+
+    ``str(err)`` is the reason, one line, written to the metrics file as ``skipped``.
+    """
+
+
+@dataclass
+class Features:
+    """The prepared input every method sees (see the module docstring)."""
+
+    pcs: np.ndarray             # (n, k) float64 principal-component scores of the centred, scaled input
+    ratios: np.ndarray          # (k,) explained-variance ratio of each component (of the full input)
+    scale: float                # the input was divided by this (its largest |value|)
+    dim: int                    # features of the raw input
+    constant_features: int      # raw features with zero variance (dead units)
+    scaled: Optional[np.ndarray] = None   # (n, dim) input / scale, not centred; kept only when asked
+
+
+@dataclass
+class Embedding:
+    coords: np.ndarray                      # (n, n_components) float32, finite
+    info: dict[str, Any] = field(default_factory=dict)   # params actually used, notes, seconds
+    features: Optional[Features] = None     # the prepared input the method saw
+
+
+def n_components(method: str, cfg: ReduceConfig) -> int:
+    return int(getattr(cfg, method).n_components)
+
+
+def fingerprint(x: np.ndarray) -> str:
+    """Identity of an activation array (shape, dtype, bytes): equal layers (``flatten`` after
+    ``pool2``, dropout at inference) are mapped once."""
+    import hashlib
+
+    header = repr((x.shape, x.dtype.str)).encode()
+    return hashlib.sha1(header + np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- checks and clamps
+
+def check_config(method: str, cfg: ReduceConfig) -> None:
+    """Refuse method/option combinations the backends do not support (one ConfigError line)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown reduce method '{method}'; use one of {', '.join(METHODS)}")
+    if method == "tsne":
+        t = cfg.tsne
+        if t.backend == "opentsne" and t.method == "exact":
+            raise ConfigError("reduce.tsne.method = exact: openTSNE has no exact gradient; "
+                              "use method: auto, bh or fft, or backend: sklearn for exact")
+        if t.backend == "sklearn" and t.method == "fft":
+            raise ConfigError("reduce.tsne.method = fft: scikit-learn has no FFT gradient; "
+                              "use backend: opentsne for fft, or method: auto, bh or exact")
+        if t.method == "fft" and t.n_components != 2:
+            raise ConfigError(f"reduce.tsne.method = fft supports only 2-D maps (n_components = "
+                              f"{t.n_components}); use method: bh or auto for 3-D")
+
+
+def tsne_gradient_method(cfg: TSNEConfig, n: int) -> str:
+    """``bh``, ``fft`` or ``exact`` for ``n`` points: ``auto`` is BH below :data:`FFT_THRESHOLD`
+    points or in 3-D (openTSNE's FFT is 2-D only), FFT above."""
+    if cfg.method != "auto":
+        return cfg.method
+    if cfg.backend == "sklearn" or cfg.n_components != 2 or n < FFT_THRESHOLD:
+        return "bh"
+    return "fft"
+
+
+def clamp_perplexity(perplexity: float, n: int) -> float:
+    """t-SNE needs ``3 * perplexity`` neighbours per point, so at most ``(n - 1) / 3``."""
+    return float(min(perplexity, (n - 1) / 3.0))
+
+
+def clamp_neighbors(n_neighbors: int, n: int) -> int:
+    """UMAP's neighbourhood cannot exceed the other ``n - 1`` points."""
+    return int(max(2, min(n_neighbors, n - 1)))
+
+
+# --------------------------------------------------------------------------- preparation
+
+def prepare(x: np.ndarray, pca_dims: int, seed: int, *, keep_scaled: bool = False) -> Features:
+    """Check ``x`` (n, dim) and rotate it onto its first ``min(pca_dims, n, dim)`` principal axes.
+
+    Raises :class:`SkipLayer` for fewer than :data:`MIN_POINTS` points, any NaN/inf value, or a
+    constant layer (every feature's std below ``CONSTANT_TOL`` x the largest |value|).
+    """
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise SkipLayer(f"expected a 2-D array (points, features), got shape {x.shape}")
+    n, dim = x.shape
+    if n < MIN_POINTS:
+        raise SkipLayer(f"only {n} points; at least {MIN_POINTS} are needed")
+    if dim < 1:
+        raise SkipLayer("no features")
+    x = x.astype(np.float64)                                 # (n, dim); float16/32 layers too
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise SkipLayer(f"{bad} of {x.size} activation values are NaN or infinite")
+    scale = float(np.abs(x).max())
+    if scale == 0.0:
+        raise SkipLayer("constant layer (every activation is 0; dead units)")
+    x /= scale                                               # x is our own float64 copy
+    scaled = x.copy() if keep_scaled else None
+    x -= x.mean(axis=0)                                      # (n, dim) centred
+    std = x.std(axis=0)                                      # (dim,)
+    if float(std.max()) < CONSTANT_TOL:
+        raise SkipLayer(f"constant layer (largest feature std {float(std.max()) * scale:.3g} "
+                        f"for values up to {scale:.3g}; dead or saturated units)")
+    k = int(min(pca_dims, n, dim))
+    pca = PCA(n_components=k, svd_solver="auto", random_state=seed)
+    pcs = pca.fit_transform(x)                               # (n, k)
+    ratios = np.nan_to_num(pca.explained_variance_ratio_, nan=0.0)
+    return Features(pcs=pcs, ratios=ratios, scale=scale, dim=dim,
+                    constant_features=int((std < CONSTANT_TOL * float(std.max())).sum()),
+                    scaled=scaled)
+
+
+def rescale(coords: np.ndarray, target_std: float) -> np.ndarray:
+    """Centre ``coords`` (n, d) and scale them so the first column's std is ``target_std``."""
+    coords = np.asarray(coords, dtype=np.float64)
+    coords = coords - coords.mean(axis=0)
+    std = float(coords[:, 0].std())
+    if std == 0.0 or not np.isfinite(std):
+        std = float(coords.std()) or 1.0
+    return coords * (target_std / std)
+
+
+def _leading(pcs: np.ndarray, d: int, seed: int, noise: float = 0.0) -> np.ndarray:
+    """The first ``d`` PC scores; missing columns (fewer features than ``d``) are zeros, or
+    tiny seeded noise if ``noise`` (a t-SNE/UMAP start must not be degenerate)."""
+    out = np.zeros((len(pcs), d))
+    k = min(d, pcs.shape[1])
+    out[:, :k] = pcs[:, :k]
+    if k < d and noise:
+        ref = float(out[:, 0].std()) or 1.0
+        out[:, k:] = np.random.default_rng(seed).normal(scale=noise * ref, size=(len(pcs), d - k))
+    return out
+
+
+# --------------------------------------------------------------------------- the methods
+
+def _pca(f: Features, cfg: PCAConfig, seed: int, notes: list[str]) -> tuple[np.ndarray, dict]:
+    d = cfg.n_components
+    coords = _leading(f.pcs, d, seed) * f.scale              # (n, d) in the layer's own units
+    if f.pcs.shape[1] < d:
+        notes.append(f"only {f.pcs.shape[1]} independent directions; "
+                     f"component(s) {f.pcs.shape[1] + 1}..{d} are 0")
+    if cfg.whiten:                                           # "sphereize": unit variance per axis
+        std = coords.std(axis=0)
+        usable = std > 1e-12 * max(float(std.max()), 1e-300)
+        coords[:, usable] /= std[usable]
+        coords[:, ~usable] = 0.0
+    used = {"n_components": d, "whiten": cfg.whiten,
+            "explained_variance_ratio": [round(float(r), 6) for r in f.ratios[:d]]}
+    return coords, used
+
+
+def _tsne(f: Features, cfg: TSNEConfig, seed: int, init: Optional[np.ndarray],
+          notes: list[str]) -> tuple[np.ndarray, dict]:
+    n, d = len(f.pcs), cfg.n_components
+    perplexity = clamp_perplexity(cfg.perplexity, n)
+    if perplexity < cfg.perplexity:
+        notes.append(f"perplexity {cfg.perplexity:g} -> {perplexity:.3g} (only {n} points; "
+                     f"at most (n - 1) / 3)")
+    method = tsne_gradient_method(cfg, n)
+    if init is not None:
+        start, init_kind = rescale(init, _TSNE_INIT_STD), "previous"
+    elif cfg.init == "pca":
+        start, init_kind = rescale(_leading(f.pcs, d, seed, noise=1e-3), _TSNE_INIT_STD), "pca"
+    else:
+        start = np.random.default_rng(seed).normal(scale=_TSNE_INIT_STD, size=(n, d))
+        init_kind = "random"
+    lr = cfg.learning_rate if cfg.learning_rate is not None else "auto"
+    used: dict[str, Any] = {"backend": cfg.backend, "gradient_method": method, "n_components": d,
+                            "perplexity": round(perplexity, 4), "learning_rate": lr, "init": init_kind}
+    if cfg.backend == "opentsne":
+        from openTSNE import TSNE
+
+        tsne = TSNE(n_components=d, perplexity=perplexity, learning_rate=lr,
+                    early_exaggeration_iter=cfg.early_exaggeration_iter, n_iter=cfg.n_iter,
+                    negative_gradient_method=method, initialization=start, random_state=seed,
+                    n_jobs=_n_jobs(n), verbose=False)
+        coords = np.asarray(tsne.fit(f.pcs))
+        used.update(early_exaggeration_iter=cfg.early_exaggeration_iter, n_iter=cfg.n_iter)
+    else:
+        from sklearn.manifold import TSNE
+
+        # scikit-learn fixes the early-exaggeration phase at 250 iterations (not a parameter)
+        tsne = TSNE(n_components=d, perplexity=perplexity, learning_rate=lr,
+                    max_iter=250 + cfg.n_iter, init=start, random_state=seed,
+                    method="barnes_hut" if method == "bh" else "exact", n_jobs=_n_jobs(n))
+        coords = tsne.fit_transform(f.pcs)
+        used.update(early_exaggeration_iter=250, n_iter=cfg.n_iter)
+        if cfg.early_exaggeration_iter != 250:
+            notes.append(f"early_exaggeration_iter {cfg.early_exaggeration_iter} -> 250 "
+                         f"(fixed by scikit-learn)")
+    return coords, used
+
+
+def _umap(f: Features, cfg: UMAPConfig, seed: int, init: Optional[np.ndarray],
+          notes: list[str]) -> tuple[np.ndarray, dict]:
+    n, d = len(f.pcs), cfg.n_components
+    k = clamp_neighbors(cfg.n_neighbors, n)
+    if k < cfg.n_neighbors:
+        notes.append(f"n_neighbors {cfg.n_neighbors} -> {k} (only {n} points; at most n - 1)")
+    # Euclidean UMAP runs on the PCA features (distances kept up to the dropped variance);
+    # other metrics need the layer's own, uncentred coordinates (the cosine of centred PCs is
+    # another metric); dividing by one scale changes none of them but manhattan's units.
+    if cfg.metric == "euclidean" or f.scaled is None:
+        data, space = f.pcs, f"pca{f.pcs.shape[1]}"
+    else:
+        data, space = f.scaled, "full"
+    if init is not None:
+        start: Any = rescale(init, 1.0)
+        init_kind = "previous"
+    elif n > 4 * (d + 1):
+        start = init_kind = "spectral"
+    else:                                                    # spectral needs more points than d + 1
+        start, init_kind = rescale(_leading(f.pcs, d, seed, noise=1e-3), 1.0), "pca"
+    import umap
+
+    reducer = umap.UMAP(n_neighbors=k, min_dist=cfg.min_dist, metric=cfg.metric, n_components=d,
+                        n_epochs=cfg.n_epochs, init=start, random_state=seed, verbose=False)
+    coords = reducer.fit_transform(data)
+    used = {"n_neighbors": k, "min_dist": cfg.min_dist, "metric": cfg.metric, "n_components": d,
+            "n_epochs": cfg.n_epochs, "init": init_kind, "space": space}
+    return coords, used
+
+
+def _n_jobs(n: int) -> int:
+    """Threads for the t-SNE backends: one below :data:`THREADS_FROM` points, else every core.
+
+    Measured here on 2 cores: at 1,000 points two threads save a third on an idle machine but
+    cost 4-6x when other processes compete for the cores (the threads meet at every
+    iteration and wait for each other), e.g. under ``dvc exp run --jobs 2``; at 5,000 points
+    they halve the time (8.6 s -> 4.8 s). One thread also gives the same map on every machine
+    (the coordinates depend on the thread count), so small maps stay reproducible everywhere.
+    """
+    if n < THREADS_FROM:
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                                   # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+# --------------------------------------------------------------------------- the one entry point
+
+def embed(x: np.ndarray, method: str, cfg: ReduceConfig, *, seed: int,
+          init: Optional[np.ndarray] = None, features: Optional[Features] = None) -> Embedding:
+    """Map ``x`` (n, dim) to (n, 2 or 3) with ``method`` (``pca``, ``tsne`` or ``umap``).
+
+    ``cfg`` is the ``reduce`` params section (``pca_dims`` and the method's subsection).
+    ``init`` (n, d): a starting layout for t-SNE / UMAP (e.g. the previous snapshot's map),
+    rescaled here; PCA ignores it. ``features``: a :func:`prepare` result to reuse.
+    Raises :class:`SkipLayer` (with the reason) when ``x`` cannot be embedded; never returns
+    non-finite coordinates. ``info`` holds the parameters actually used, ``notes`` (clamps) and
+    ``seconds``; for PCA also ``explained_variance_ratio``.
+    """
+    check_config(method, cfg)
+    started = time.perf_counter()
+    sub = getattr(cfg, method)
+    d = sub.n_components
+    if features is None:
+        keep = method == "umap" and cfg.umap.metric != "euclidean"
+        features = prepare(x, cfg.pca_dims if method != "pca" else max(cfg.pca_dims, d), seed,
+                           keep_scaled=keep)
+    n = len(features.pcs)
+    if init is not None:
+        init = np.asarray(init, dtype=np.float64)
+        if init.shape != (n, d) or not np.isfinite(init).all():
+            raise ValueError(f"init must be a finite ({n}, {d}) array, got shape {init.shape}")
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                  # backend chatter; our notes say what matters
+            with np.errstate(all="ignore"):
+                if method == "pca":
+                    coords, used = _pca(features, cfg.pca, seed, notes)
+                elif method == "tsne":
+                    coords, used = _tsne(features, cfg.tsne, seed, init, notes)
+                else:
+                    coords, used = _umap(features, cfg.umap, seed, init, notes)
+    except SkipLayer:
+        raise
+    except Exception as exc:  # a backend failing on odd input must not stop the other layers
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise SkipLayer(f"{method} failed: {type(exc).__name__}: {first}") from exc
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.shape != (n, d):
+        raise SkipLayer(f"{method} returned shape {coords.shape}, expected {(n, d)}")
+    if not np.isfinite(coords).all():
+        raise SkipLayer(f"{method} returned {int((~np.isfinite(coords)).sum())} non-finite coordinates")
+    info = {"method": method, **used, "pca_dims": int(features.pcs.shape[1]), "input_dims": features.dim,
+            "constant_features": features.constant_features, "notes": notes,
+            "seconds": round(time.perf_counter() - started, 3)}
+    return Embedding(coords=coords.astype(np.float32), info=info, features=features)
+
+
+# --------------------------------------------------------------------------- sequences of snapshots
+
+def align_procrustes(coords: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Rotate/reflect ``coords`` (n, d) about its centroid onto ``reference`` (n, d) and move it
+    to the reference's centroid (orthogonal Procrustes; no scaling, distances are kept)."""
+    from scipy.linalg import orthogonal_procrustes
+
+    a = np.asarray(coords, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
+    a_mean, b_mean = a.mean(axis=0), b.mean(axis=0)
+    rotation, _ = orthogonal_procrustes(a - a_mean, b - b_mean)   # (d, d), R^T R = I
+    return (a - a_mean) @ rotation + b_mean
+
+
+def embed_frames(frames: Iterable[np.ndarray], method: str, cfg: ReduceConfig, *, seed: int,
+                 start: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                 on_frame: Optional[Callable[[], None]] = None) -> list[Embedding | SkipLayer]:
+    """Map a sequence of activation arrays of the same points, each frame aligned to the last.
+
+    Frames are processed in the order given. ``start = (x, coords)``: a layer already mapped
+    (e.g. the final model's) that the first frame starts from; a frame equal to that ``x``
+    reuses its coords unchanged. Each frame is initialised from the previous successful frame
+    (t-SNE / UMAP) and Procrustes-aligned to it (every method). A frame that cannot be
+    embedded yields its :class:`SkipLayer` in the list, and the next frame starts from the
+    last good one. ``on_frame()`` is called after each frame (progress bars).
+    """
+    previous = None if start is None else np.asarray(start[1], dtype=np.float64)
+    out: list[Embedding | SkipLayer] = []
+    for x in frames:
+        if start is not None and x.shape == start[0].shape and np.array_equal(x, start[0]):
+            emb = Embedding(coords=np.asarray(start[1], dtype=np.float32), info={"reused": True})
+        else:
+            try:
+                emb = embed(x, method, cfg, seed=seed, init=previous if method != "pca" else None)
+            except SkipLayer as exc:
+                out.append(exc)
+                if on_frame:
+                    on_frame()
+                continue
+            if previous is not None:
+                emb.coords = align_procrustes(emb.coords, previous).astype(np.float32)
+        previous = emb.coords.astype(np.float64)
+        out.append(emb)
+        if on_frame:
+            on_frame()
+    return out

@@ -1,0 +1,105 @@
+"""probe stage: how linearly decodable is the class from each layer? -> ``metrics/probes.json``.
+
+For every extracted layer: a seeded, stratified split of the extracted subset
+(``probe.test_fraction`` held out), features standardised on the training part, layers wider
+than ``probe.max_dims`` PCA-reduced (fitted on the training part) to
+``min(probe.max_dims, n_train)`` dimensions, then a multinomial logistic regression
+(``probe.C``, ``probe.max_iter``). With ``n_train <= max_dims`` the PCA loses nothing the
+probe could use: an L2-penalised linear model's weights lie in the span of its training points.
+
+``metrics/probes.json``: ``{layer: {"accuracy": held-out accuracy, "dims": features used}}``;
+a layer with NaN/inf activations has ``{"skipped": reason}`` instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from pipeline import artifacts, paths
+from pipeline.config import Params, ProbeConfig
+from pipeline.errors import UserError
+from pipeline.runtime import log, progress
+
+__all__ = ["run", "linear_probe", "split"]
+
+
+def split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, test) indices, stratified by class when every class has 2+ members."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    _, counts = np.unique(labels, return_counts=True)
+    n_test = max(1, int(round(test_fraction * len(labels))))
+    stratify = labels if counts.min() >= 2 and n_test >= len(counts) and len(labels) - n_test >= len(counts) else None
+    train, test = train_test_split(np.arange(len(labels)), test_size=n_test, stratify=stratify, random_state=seed)
+    return np.sort(train), np.sort(test)
+
+
+def linear_probe(x: np.ndarray, labels: np.ndarray, cfg: ProbeConfig) -> dict[str, Any]:
+    """Held-out accuracy of a logistic-regression probe on ``x`` (n, dim).
+
+    Returns ``{"accuracy", "dims", "converged"}``, or ``{"skipped": reason}`` when the layer
+    holds NaN/inf or the training part has a single class.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(x, dtype=np.float64)
+    labels = np.asarray(labels)
+    if not np.isfinite(x).all():
+        return {"skipped": f"{int((~np.isfinite(x)).sum())} of {x.size} activation values are NaN or infinite"}
+    train, test = split(labels, cfg.test_fraction, cfg.seed)
+    if len(np.unique(labels[train])) < 2:
+        return {"skipped": "the training part holds a single class; use more samples (extract.n_samples)"}
+    scaler = StandardScaler().fit(x[train])                  # zero-variance features keep scale 1
+    x_train, x_test = scaler.transform(x[train]), scaler.transform(x[test])
+    if x.shape[1] > cfg.max_dims:
+        k = min(cfg.max_dims, len(train))
+        pca = PCA(n_components=k, random_state=cfg.seed).fit(x_train)
+        x_train, x_test = pca.transform(x_train), pca.transform(x_test)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf = LogisticRegression(C=cfg.C, max_iter=cfg.max_iter, random_state=cfg.seed)
+        clf.fit(x_train, labels[train])
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    accuracy = float((clf.predict(x_test) == labels[test]).mean())
+    return {"accuracy": round(accuracy, 6), "dims": int(x_train.shape[1]), "converged": converged}
+
+
+def run(params: Params) -> dict[str, Any]:
+    """The probe stage: every layer of data/activations -> metrics/probes.json."""
+    cfg = params.probe
+    act = paths.ACTIVATIONS
+    with artifacts.stage_outputs(paths.PROBE_METRICS):
+        index = artifacts.load_json(act / "layers.json", "activation index (layers.json)")
+        labels = artifacts.load_npy(act / "labels.npy", dtype=np.integer, ndim=1, what="labels")
+        names = [row["name"] for row in index["layers"]]
+        results: dict[str, Any] = {}
+        not_converged = []
+        bar = progress(names, desc="probe", unit="layer")
+        for name in bar:
+            bar.set_postfix_str(name, refresh=False)
+            x = artifacts.load_npy(act / f"{name}.npy", ndim=2, what="activations")
+            if len(x) != len(labels):
+                raise UserError(f"{act / (name + '.npy')}: {len(x)} rows but labels.npy has {len(labels)}; "
+                                f"rerun extract (`dvc repro extract`)")
+            result = linear_probe(x, labels, cfg)
+            if "skipped" in result:
+                log(f"warning: probe: layer {name} skipped: {result['skipped']}")
+                results[name] = result
+                continue
+            if not result.pop("converged"):
+                not_converged.append(name)
+            results[name] = result
+        if not_converged:
+            log(f"warning: probe: the logistic regression did not converge in probe.max_iter = {cfg.max_iter} "
+                f"iterations for {', '.join(not_converged)}; raise probe.max_iter for exact figures")
+        artifacts.save_json(paths.PROBE_METRICS, results)
+    summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items() if "accuracy" in v)
+    log(f"probe: {summary}")
+    return results

@@ -1,0 +1,195 @@
+"""reduce stage: map every extracted layer to 2-D/3-D with one method, and measure the maps.
+
+``python -m pipeline reduce pca|tsne|umap``: one process fits every layer for that method, so
+UMAP's numba compilation is paid once. Reads ``data/activations/`` (``layers.json``, one
+``<layer>.npy`` per layer, ``labels.npy``, ``preds.npy``, ``snapshots/step_*/``). Writes
+(formats in ARTIFACTS.md):
+
+- ``data/embeddings/<method>/<layer>.npy`` (n, 2 or 3) float32, and ``info.json``
+- ``data/embeddings/<method>/snapshots/<layer>/step_NNNNNN.npy``: snapshot maps, aligned
+- ``metrics/embeddings/<method>.json``: layer -> metric -> number (``dvc metrics diff``)
+- ``plots/points/<method>/<layer>.csv``: ``x,y[,z],label,class,prediction,correct``
+
+A layer that cannot be mapped (NaN/inf, constant, too few points) is skipped with a warning
+that names it, and its reason is recorded as ``skipped`` in the metrics file. A layer whose
+activations equal an earlier layer's (``flatten`` after ``pool2``, dropout at inference) gets
+that layer's map and metrics without a second fit (``same_as`` in info.json).
+
+Snapshots are mapped backwards, from the final model to initialisation: the final map (the
+one every other view shows) anchors the sequence, the last frame equals it, and each earlier
+frame starts from the later one. Going forwards would carry the arbitrary layout of the
+untrained network (step 0, little class structure) into the trained frames, and the final
+frame would not match the main map.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import artifacts, paths
+from pipeline.config import METHODS, Params, ReduceConfig
+from pipeline.errors import UserError
+from pipeline.quality import explained_variance, knn_accuracy, map_metrics
+from pipeline.reducers import (Embedding, SkipLayer, check_config, embed, embed_frames, fingerprint,
+                               n_components)
+from pipeline.runtime import log, progress
+
+__all__ = ["run", "layer_metrics", "points_columns", "FULL_KNN_MAX"]
+
+FULL_KNN_MAX = 50_000_000      # n x dim above which knn_accuracy_full uses the PCA features
+
+
+def layer_metrics(x: np.ndarray, emb: Embedding, labels: np.ndarray, method: str, cfg: ReduceConfig) -> dict[str, Any]:
+    """Quality numbers of one layer's map (see :mod:`pipeline.quality`).
+
+    ``trustworthiness`` is measured against the PCA-``reduce.pca_dims`` features the method
+    saw. ``knn_accuracy_full`` is the kNN accuracy in the layer's own space (all its
+    features) when ``n x dim <= FULL_KNN_MAX``, else in the PCA features (``knn_full_space``
+    in info.json says which).
+    """
+    assert emb.features is not None
+    out: dict[str, Any] = map_metrics(emb.features.pcs, emb.coords, labels, k=cfg.knn_k, seed=cfg.seed)
+    full = x if x.size <= FULL_KNN_MAX else emb.features.pcs
+    acc = knn_accuracy(np.asarray(full, dtype=np.float64), labels, cfg.knn_k, seed=cfg.seed)
+    if acc is not None:
+        out["knn_accuracy_full"] = round(acc, 6)
+    if method == "pca":
+        out["explained_variance"] = round(explained_variance(emb.features.ratios, cfg.pca.n_components), 6)
+    if emb.info.get("notes"):
+        out["clamped"] = "; ".join(emb.info["notes"])
+    return out
+
+
+def points_columns(coords: np.ndarray, labels: np.ndarray, classes: list[str],
+                   preds: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The CSV columns of one map, vectorised: x, y[, z], label, class[, prediction, correct]."""
+    columns: dict[str, np.ndarray] = {axis: coords[:, i] for i, axis in enumerate("xyz"[:coords.shape[1]])}
+    names = np.asarray(classes, dtype=object)
+    columns["label"] = labels
+    columns["class"] = names[labels].astype(str) if len(names) else labels.astype(str)
+    if preds is not None:
+        columns["prediction"] = preds
+        columns["correct"] = (preds == labels).astype(np.int64)
+    return columns
+
+
+def _load_layer(path: Path, n: int) -> np.ndarray:
+    x = artifacts.load_npy(path, ndim=2, what="activations")
+    if len(x) != n:
+        raise UserError(f"{path}: {len(x)} rows but labels.npy has {n}; rerun extract (`dvc repro extract`)")
+    return x
+
+
+def _snapshots(method: str, cfg: ReduceConfig, index: dict, act: Path, out: Path, labels: np.ndarray,
+               anchors: dict[str, tuple[np.ndarray, np.ndarray]], info: dict) -> None:
+    """Map each snapshot layer at every snapshot step, backwards from the final model."""
+    entries = sorted(index.get("snapshots") or [], key=lambda e: int(e["step"]))
+    layers = [name for name in index.get("snapshot_layers") or []]
+    if not entries or not layers:
+        return
+    for layer in layers:
+        backwards = entries[::-1]
+        frames = (_load_layer(act / e["dir"] / f"{layer}.npy", len(labels)) for e in backwards)  # lazily
+        bar = progress(total=len(backwards), desc=f"{method} {layer} snapshots", unit="frame", leave=False)
+        results = embed_frames(frames, method, cfg, seed=cfg.seed, start=anchors.get(layer),
+                               on_frame=lambda: bar.update(1))
+        bar.close()
+        steps, frame_metrics, skipped = [], [], []
+        for entry, result in zip(backwards[::-1], results[::-1]):
+            step = int(entry["step"])
+            if isinstance(result, SkipLayer):
+                log(f"warning: reduce {method}: layer {layer} at step {step} skipped: {result}")
+                skipped.append({"step": step, "reason": str(result)})
+                continue
+            artifacts.save_npy(out / "snapshots" / layer / f"step_{step:06d}.npy", result.coords)
+            steps.append(step)
+            acc = knn_accuracy(result.coords, labels, cfg.knn_k, seed=cfg.seed)
+            frame_metrics.append({"step": step, "knn_accuracy": None if acc is None else round(acc, 6)})
+        info["snapshots"][layer] = steps
+        info["snapshot_metrics"][layer] = frame_metrics
+        if skipped:
+            info["snapshot_skipped"][layer] = skipped
+
+
+def run(params: Params, method: str) -> dict[str, Any]:
+    """The reduce stage for one method: every layer of data/activations -> maps and metrics."""
+    if method not in METHODS:
+        raise UserError(f"unknown reduce method '{method}'; use one of {', '.join(METHODS)} "
+                        f"(e.g. `python -m pipeline reduce tsne`)")
+    cfg = params.reduce
+    check_config(method, cfg)
+    act = paths.ACTIVATIONS
+    out, metrics_path, points = paths.embedding_dir(method), paths.embedding_metrics(method), paths.points_dir(method)
+    started = time.perf_counter()
+    with artifacts.stage_outputs(out, metrics_path, points):
+        index = artifacts.load_json(act / "layers.json", "activation index (layers.json)")
+        labels = artifacts.load_npy(act / "labels.npy", dtype=np.integer, ndim=1, what="labels")
+        preds = (artifacts.load_npy(act / "preds.npy", dtype=np.integer, ndim=1, what="predictions")
+                 if (act / "preds.npy").exists() else None)
+        classes = list(index.get("classes") or [])
+        layer_names = [row["name"] for row in index["layers"]]
+        d = n_components(method, cfg)
+        info: dict[str, Any] = {"method": method, "n_components": d, "n": int(len(labels)),
+                                "params": {"pca_dims": cfg.pca_dims, "seed": cfg.seed, "knn_k": cfg.knn_k,
+                                           **getattr(cfg, method).model_dump()},
+                                "layers": {}, "snapshots": {}, "snapshot_metrics": {}, "snapshot_skipped": {}}
+        metrics: dict[str, Any] = {}
+        mapped: dict[str, np.ndarray] = {}         # layer -> coords (n, d)
+        anchors: dict[str, tuple[np.ndarray, np.ndarray]] = {}   # snapshot layer -> (x, coords)
+        snapshot_layers = set(index.get("snapshot_layers") or [])
+        seen: dict[str, str] = {}                  # activation digest -> first layer holding it
+        noted: dict[str, list[str]] = {}           # clamp note -> layers (one warning line each)
+        log(f"reduce {method}: {len(layer_names)} layers x {len(labels)} points -> {d}-D")
+        bar = progress(layer_names, desc=f"reduce {method}", unit="layer")
+        for name in bar:
+            bar.set_postfix_str(name, refresh=False)
+            x = _load_layer(act / f"{name}.npy", len(labels))
+            twin = seen.setdefault(fingerprint(x), name)
+            if twin != name:                       # e.g. flatten == pool2, dropout at eval: same map
+                info["layers"][name] = {**info["layers"][twin], "seconds": 0.0, "same_as": twin}
+                metrics[name] = dict(metrics[twin])
+                if twin in mapped:
+                    artifacts.save_npy(out / f"{name}.npy", mapped[twin])
+                    artifacts.save_csv(points / f"{name}.csv", points_columns(mapped[twin], labels, classes, preds))
+                    mapped[name] = mapped[twin]
+                    if name in snapshot_layers:
+                        anchors[name] = (x, mapped[twin])
+                continue
+            try:
+                emb = embed(x, method, cfg, seed=cfg.seed)
+            except SkipLayer as exc:
+                log(f"warning: reduce {method}: layer {name} skipped: {exc}")
+                info["layers"][name] = {"status": "skipped", "reason": str(exc)}
+                metrics[name] = {"skipped": str(exc)}
+                continue
+            for note in emb.info["notes"]:
+                noted.setdefault(note, []).append(name)
+            metrics[name] = layer_metrics(x, emb, labels, method, cfg)
+            info["layers"][name] = {
+                "status": "ok", "reason": None, "seconds": emb.info["seconds"],
+                "knn_full_space": "full" if x.size <= FULL_KNN_MAX else f"pca{emb.features.pcs.shape[1]}",
+                "params": {k: v for k, v in emb.info.items() if k not in ("seconds",)},
+            }
+            artifacts.save_npy(out / f"{name}.npy", emb.coords)
+            artifacts.save_csv(points / f"{name}.csv", points_columns(emb.coords, labels, classes, preds))
+            mapped[name] = emb.coords
+            if name in snapshot_layers:            # the final map anchors the snapshot sequence
+                anchors[name] = (x, emb.coords)
+        for note, names in noted.items():
+            log(f"warning: reduce {method}: {note} for layer{'s' if len(names) > 1 else ''} {', '.join(names)}")
+        if not mapped:
+            reasons = "; ".join(f"{k}: {v['reason']}" for k, v in list(info["layers"].items())[:3])
+            raise UserError(f"reduce {method}: no layer could be mapped ({reasons}); "
+                            f"check the model and rerun extract (`dvc repro extract`)")
+        _snapshots(method, cfg, index, act, out, labels, anchors, info)
+        info["seconds"] = round(time.perf_counter() - started, 2)
+        artifacts.save_json(out / "info.json", info)
+        artifacts.save_json(metrics_path, metrics)
+    skipped = [k for k, v in info["layers"].items() if v["status"] != "ok"]
+    log(f"reduce {method}: {len(mapped)} layers mapped" + (f", {len(skipped)} skipped ({', '.join(skipped)})"
+                                                           if skipped else "") + f" in {info['seconds']:.1f} s")
+    return {"method": method, "metrics": metrics, "skipped": skipped, "seconds": info["seconds"]}

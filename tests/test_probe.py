@@ -1,0 +1,94 @@
+"""The probe stage: linear-probe accuracy per layer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import paths
+from pipeline.config import ProbeConfig, parse_params
+from pipeline.errors import UserError
+from pipeline.stages import probe as probe_stage
+from pipeline.stages.probe import linear_probe, split
+from tests.test_reduce_stage import write_activations
+
+
+def separable(n_per: int = 40, dim: int = 6, k: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(k), n_per)
+    return rng.normal(scale=5.0, size=(k, dim))[labels] + rng.normal(size=(len(labels), dim)), labels
+
+
+def test_split_is_stratified_seeded_and_disjoint() -> None:
+    labels = np.repeat(np.arange(5), 20)
+    train, test = split(labels, 0.3, seed=0)
+    assert len(test) == 30 and len(train) == 70 and not set(train) & set(test)
+    assert np.bincount(labels[test]).tolist() == [6] * 5
+    again = split(labels, 0.3, seed=0)
+    assert np.array_equal(again[1], test)
+    assert not np.array_equal(split(labels, 0.3, seed=1)[1], test)
+
+
+def test_split_without_stratification_when_a_class_is_a_singleton() -> None:
+    labels = np.array([0] * 10 + [1] * 10 + [2])
+    train, test = split(labels, 0.3, seed=0)
+    assert len(train) + len(test) == 21
+
+
+def test_probe_on_separable_classes_is_perfect() -> None:
+    x, labels = separable()
+    result = linear_probe(x, labels, ProbeConfig())
+    assert result == {"accuracy": 1.0, "dims": 6, "converged": True}
+
+
+def test_probe_on_noise_is_near_chance() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 150)
+    result = linear_probe(rng.normal(size=(600, 20)), labels, ProbeConfig())
+    assert abs(result["accuracy"] - 0.25) < 0.1
+
+
+def test_wide_layers_are_pca_reduced() -> None:
+    x, labels = separable(n_per=30, dim=300)
+    result = linear_probe(x, labels, ProbeConfig(max_dims=16))
+    assert result["dims"] == 16 and result["accuracy"] == 1.0
+    # never more PCA dims than training points
+    assert linear_probe(x, labels, ProbeConfig(max_dims=200))["dims"] == 84
+
+
+def test_dead_layer_gives_chance_not_a_crash() -> None:
+    labels = np.repeat(np.arange(4), 25)
+    result = linear_probe(np.zeros((100, 8)), labels, ProbeConfig())
+    assert result["accuracy"] <= 0.3 and result["dims"] == 8
+
+
+def test_nan_layer_is_skipped() -> None:
+    x, labels = separable()
+    x[1, 1] = np.nan
+    assert "NaN or infinite" in linear_probe(x, labels, ProbeConfig())["skipped"]
+
+
+def test_probe_stage_writes_metrics(workspace: Path, capfd: pytest.CaptureFixture) -> None:
+    x, labels = separable(n_per=30, dim=8, k=3)
+    noisy = np.random.default_rng(1).normal(size=(90, 5)).astype(np.float32)
+    bad = x.astype(np.float32)
+    bad[0, 0] = np.inf
+    write_activations(workspace, {"input": noisy, "fc": x.astype(np.float32), "flat": x.astype(np.float32),
+                                  "broken": bad}, labels)
+    result = probe_stage.run(parse_params({"probe": {"seed": 3}}))
+    saved = json.loads(paths.PROBE_METRICS.read_text())
+    assert saved == result
+    assert list(saved) == ["input", "fc", "flat", "broken"]
+    assert saved["fc"] == saved["flat"] == {"accuracy": 1.0, "dims": 8}
+    assert saved["input"]["accuracy"] < 0.7
+    assert "NaN or infinite" in saved["broken"]["skipped"]
+    assert "layer broken skipped" in capfd.readouterr().err
+
+
+def test_probe_stage_without_activations(workspace: Path) -> None:
+    with pytest.raises(UserError, match="run the stage that makes it"):
+        probe_stage.run(parse_params({}))
+    assert not paths.PROBE_METRICS.exists()
