@@ -63,7 +63,7 @@ class ModelConfig(_Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     hidden: Optional[list[int]] = None              # dense sizes; None: arch default
     latent_dim: int = Field(16, ge=1, le=4096)      # autoencoders: size of the code layer
-    tied_weights: bool = False                      # ae: decoder uses the encoder's transposed weights
+    tied_weights: bool = False                      # autoencoders: decoder uses the encoder's transposed weights
     variant: Literal["fc", "conv"] = "fc"           # vae: fully connected or convolutional
     weights: Optional[str] = None                   # safetensors file to load instead of training
 

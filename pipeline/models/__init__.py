@@ -34,12 +34,9 @@ def _builders() -> dict[str, Callable[..., Network]]:
     builders: dict[str, Callable[..., Network]] = {
         "lenet": build_lenet, "cnn": build_cnn, "mlp": build_mlp, "linear": build_linear,
     }
-    try:
-        from pipeline.models.autoencoders import build_ae, build_conv_ae, build_vae
-    except ImportError:  # autoencoders not available in this build
-        pass
-    else:
-        builders.update({"ae": build_ae, "conv_ae": build_conv_ae, "vae": build_vae})
+    from pipeline.models.autoencoders import build_ae, build_conv_ae, build_vae
+
+    builders.update({"ae": build_ae, "conv_ae": build_conv_ae, "vae": build_vae})
     return builders
 
 

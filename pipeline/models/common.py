@@ -42,8 +42,8 @@ def check_kernel(kernel: int, side: int, where: str, fix: str) -> None:
 class Network(nn.Module):
     """Base of every model: an ordered list of named layers that extract can hook.
 
-    ``task`` is "classify" (forward returns logits) or "reconstruct" (forward returns a dict
-    with at least ``reconstruction``); ``output_layer`` names the last layer.
+    ``task`` is "classify" (forward returns logits (B, K)) or "reconstruct" (forward returns the
+    reconstruction (B, C, H, W) in normalised units); ``output_layer`` names the last layer.
     """
 
     task: str = "classify"
