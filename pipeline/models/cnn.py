@@ -11,7 +11,7 @@ from torch import nn
 
 from pipeline.config import ModelConfig
 from pipeline.errors import ConfigError
-from pipeline.models.common import Classifier, check_kernel, conv_out, make_activation
+from pipeline.models.common import Classifier, check_kernel, conv_out, dense_head, make_activation
 
 
 def build_cnn(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: int) -> Classifier:
@@ -46,14 +46,6 @@ def build_cnn(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: in
             layers.append((f"drop{n}", nn.Dropout(cfg.dropout)))
         in_ch = out_ch
     layers.append(("flatten", nn.Flatten()))
-    width = in_ch * size_h * size_w
     hidden = cfg.hidden if cfg.hidden is not None else [128]
-    n_act = cfg.conv_blocks
-    for j, size in enumerate(hidden, start=1):
-        n_act += 1
-        layers += [(f"fc{j}", nn.Linear(width, size)), (f"act{n_act}", make_activation(act))]
-        if cfg.dropout:
-            layers.append((f"drop_fc{j}", nn.Dropout(cfg.dropout)))
-        width = size
-    layers.append(("logits", nn.Linear(width, n_classes)))
+    layers += dense_head(in_ch * size_h * size_w, hidden, n_classes, act, cfg.dropout, first_act=cfg.conv_blocks + 1)
     return Classifier(layers)

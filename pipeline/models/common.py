@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 if TYPE_CHECKING:
     from pipeline.config import TrainConfig
 
-__all__ = ["Network", "Classifier", "make_activation", "conv_out", "check_kernel"]
+__all__ = ["Network", "Classifier", "make_activation", "conv_out", "check_kernel", "dense_head"]
 
 _ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -37,6 +37,19 @@ def conv_out(size: int, kernel: int, padding: int, stride: int = 1) -> int:
 def check_kernel(kernel: int, side: int, where: str, fix: str) -> None:
     if kernel > side:
         raise ConfigError(f"model.kernel_size = {kernel} is larger than the {side}x{side} {where}; {fix}")
+
+
+def dense_head(width: int, hidden: list[int], n_classes: int, act: str, dropout: float,
+               first_act: int) -> list[tuple[str, nn.Module]]:
+    """fc1, act<first_act>, [drop_fc1], fc2, ... then ``logits``: the dense end of every classifier."""
+    layers: list[tuple[str, nn.Module]] = []
+    for j, size in enumerate(hidden, start=1):
+        layers += [(f"fc{j}", nn.Linear(width, size)), (f"act{first_act + j - 1}", make_activation(act))]
+        if dropout:
+            layers.append((f"drop_fc{j}", nn.Dropout(dropout)))
+        width = size
+    layers.append(("logits", nn.Linear(width, n_classes)))
+    return layers
 
 
 class Network(nn.Module):

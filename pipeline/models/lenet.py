@@ -12,7 +12,7 @@ from torch import nn
 
 from pipeline.config import ModelConfig
 from pipeline.errors import ConfigError
-from pipeline.models.common import Classifier, check_kernel, conv_out, make_activation
+from pipeline.models.common import Classifier, check_kernel, conv_out, dense_head, make_activation
 
 
 def build_lenet(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: int) -> Classifier:
@@ -37,12 +37,6 @@ def build_lenet(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: 
         ("pool2", nn.AvgPool2d(2)),                                # (B, 16, s2, s2)
         ("flatten", nn.Flatten()),
     ]
-    width = 16 * s2 * s2
-    for i, size in enumerate(hidden, start=1):
-        layers += [(f"fc{i}", nn.Linear(width, size)), (f"act{i + 2}", make_activation(act))]
-        if cfg.dropout:
-            layers.append((f"drop{i}", nn.Dropout(cfg.dropout)))
-        width = size
-    layers.append(("logits", nn.Linear(width, n_classes)))
+    layers += dense_head(16 * s2 * s2, hidden, n_classes, act, cfg.dropout, first_act=3)
     return Classifier(layers)
 

@@ -7,19 +7,14 @@ import math
 from torch import nn
 
 from pipeline.config import ModelConfig
-from pipeline.models.common import Classifier, make_activation
+from pipeline.models.common import Classifier, dense_head
 
 
 def build_mlp(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: int) -> Classifier:
     act = cfg.activation or "relu"
-    width = math.prod(input_shape)
+    hidden = cfg.hidden if cfg.hidden is not None else [256, 128]
     layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]   # (B, C*H*W)
-    for i, size in enumerate(cfg.hidden if cfg.hidden is not None else [256, 128], start=1):
-        layers += [(f"fc{i}", nn.Linear(width, size)), (f"act{i}", make_activation(act))]
-        if cfg.dropout:
-            layers.append((f"drop{i}", nn.Dropout(cfg.dropout)))
-        width = size
-    layers.append(("logits", nn.Linear(width, n_classes)))
+    layers += dense_head(math.prod(input_shape), hidden, n_classes, act, cfg.dropout, first_act=1)
     return Classifier(layers)
 
 
