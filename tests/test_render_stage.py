@@ -84,7 +84,7 @@ def test_render_on_the_tiny_pipeline(staged_ws: Path) -> None:
     assert not [f for f in files if f.startswith(".")]                 # no temporary files left
     layer = index["penultimate"]
     expected = {f"scatter_pca_{name}.png" for name in layers} | {f"scatter_tsne_{name}.png" for name in tsne_layers}
-    expected |= {"progression_pca.png", "progression_tsne.png", "filters_conv1.png", "filters_conv2.png",
+    expected |= {"dataset_mean_std.png", "progression_pca.png", "progression_tsne.png", "filters_conv1.png", "filters_conv2.png",
                  "redundancy_conv1.png", "feature_maps.png", "dense_activations.png", "confusion.png",
                  f"outliers_{layer}.png", "class_distances.png", f"class_distances_{layer}.png",
                  "class_embedding.png", f"evolution_pca_{layer}.png", f"evolution_pca_{layer}.gif"}

@@ -32,8 +32,12 @@ def _no_ticks(ax) -> None:
 
 
 def filter_montage(weights: np.ndarray, *, layer: str, max_filters: int = 64, max_cols: int = 8) -> Figure:
-    """First-layer filters (F, C, kh, kw), one tile each, on one symmetric scale (so weak or dead
-    filters look pale). One channel: diverging colour map with a colour bar; three: RGB."""
+    """First-layer filters (F, C, kh, kw), one tile each. One channel: a diverging colour map on
+    one symmetric scale for all (weak or dead filters look pale), with a colour bar. Three (RGB
+    input): colour tiles from :func:`~pipeline.plots.diagnostics.rgb_filter_tiles`, each filter on
+    its own symmetric scale (mid-grey = 0), so the colour and shape of weak filters stay visible."""
+    from pipeline.plots.diagnostics import rgb_filter_tiles
+
     w = np.asarray(weights, dtype=float)
     if w.ndim != 4:
         raise ValueError(f"expected conv weights (F, C, kh, kw), got shape {w.shape}")
@@ -45,10 +49,11 @@ def filter_montage(weights: np.ndarray, *, layer: str, max_filters: int = 64, ma
     fig = new_figure(max(cols * tile + 1.2, 4.5), rows * (tile + 0.25) + 1.0)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     vmax = symmetric_limit(w)
+    tiles = rgb_filter_tiles(w) if c == 3 else None                   # (n, kh, kw, 3) in [0, 1]
     image = None
     for i, ax in enumerate(axes[:n]):
-        if c == 3:
-            ax.imshow(_rgb(w[i], vmax), interpolation="nearest")
+        if tiles is not None:
+            ax.imshow(tiles[i], interpolation="nearest")
         else:
             plane = w[i, 0] if c == 1 else w[i].mean(axis=0)
             image = ax.imshow(plane, cmap=DIVERGING, vmin=-vmax, vmax=vmax, interpolation="nearest")
@@ -61,7 +66,9 @@ def filter_montage(weights: np.ndarray, *, layer: str, max_filters: int = 64, ma
     if image is not None:
         fig.colorbar(image, ax=axes[:n].tolist(), shrink=0.8, label="weight", pad=0.02)
     else:
-        fig.supxlabel("RGB: mid-grey = 0, each channel brighter where its weight is positive", fontsize=8)
+        peaks = np.abs(w).max(axis=(1, 2, 3))
+        fig.supxlabel("RGB, each filter scaled to its own max |w| (mid-grey = 0; a channel is brighter where its "
+                      f"weight is positive)\nmax |w| per filter: {peaks.min():.3g} .. {peaks.max():.3g}", fontsize=8)
     return fig
 
 

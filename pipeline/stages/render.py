@@ -23,6 +23,19 @@ Figure files, with ``<m>`` a method and ``<layer>`` a layer name:
 - ``outliers_<layer>.png``: per class, the typical image and those farthest from the centroid
 - ``class_distances.png`` / ``class_distances_<layer>.png``: class neighbours, all layers / one
 - ``class_embedding.png``: the output layer's class vectors in 2-D
+- ``dataset_mean_std.png``: per-pixel mean and standard deviation of the training images (every model)
+
+Autoencoders (``task: reconstruct`` in ``data/model/model.json``) skip the classifier views
+(confusion, dense activations, class embedding) and add:
+
+- ``reconstructions.png``: test images of every class above their reconstructions, MSE in the title
+- ``denoising.png`` (``train.noise`` > 0): clean / noisy input (``train.noise_kind``, seeded with
+  ``train.seed``) / denoised output
+- ``reconstruction_progress.png`` / ``.gif``: the same images reconstructed by every weight snapshot
+- ``latent.png`` (``model.latent_dim`` 2): the code itself, no reduction (wider codes: the
+  ``scatter_<m>_latent.png`` maps)
+- ``manifold.png`` (``model.latent_dim`` 2): the decoder's images over a grid of the code, beside
+  the test codes
 """
 
 from __future__ import annotations
@@ -35,7 +48,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline import artifacts, paths
-from pipeline.config import METHODS, Params, RenderConfig
+from pipeline.config import METHODS, Params, RenderConfig, TrainConfig
 from pipeline.errors import ConfigError, UserError
 from pipeline.runtime import log, progress
 
@@ -43,6 +56,8 @@ __all__ = ["run", "Inputs", "Job", "load_inputs", "plan_figures", "dense_layers"
 
 _NOT_ACTIVATIONS = {"Linear", "Flatten", "Dropout", "Conv2d", "ConvTranspose2d", "input"}
 _WEIGHT_UNITS = 32                      # MLP first-layer weight images shown
+_MANIFOLD_SIDE = 15                     # decoded images per side of the latent grid
+_SNAPSHOT_MSE_IMAGES = 512              # test images whose MSE is measured at every snapshot
 
 
 @dataclass
@@ -58,6 +73,11 @@ class Inputs:
     indices: np.ndarray                  # (n,) rows of data/prepared/test_*.npy
     images: np.ndarray                   # (n, H, W) or (n, H, W, 3) uint8 display images
     input_shape: tuple[int, int, int]
+    pixels: np.ndarray | None = None     # (n, C, H, W) uint8 test images as stored (model inputs)
+    info: dict[str, Any] = field(default_factory=dict)         # data/prepared/info.json
+    task: str = "classify"               # model.json `task`: classify | reconstruct
+    model: Any = None                    # the trained network (eval mode), for autoencoder figures
+    model_meta: dict[str, Any] = field(default_factory=dict)   # data/model/model.json
     preds: np.ndarray | None = None      # (n,) classifiers only
     confidence: np.ndarray | None = None
     weights: dict[str, np.ndarray] = field(default_factory=dict)   # layer -> weight array
@@ -100,18 +120,19 @@ def choose_layer(cfg: RenderConfig, index: dict[str, Any], layers: list[str]) ->
     return candidates[-1]
 
 
-def _model_weights() -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Weights of every named layer that has one (conv and dense), as numpy arrays."""
+def _model_weights() -> tuple[dict[str, np.ndarray], dict[str, str], Any, dict[str, Any]]:
+    """Weights of every named layer that has one (conv and dense), as numpy arrays, with the
+    model itself and its model.json."""
     from pipeline.models import load_model
 
-    model, _ = load_model(paths.MODEL)
+    model, meta = load_model(paths.MODEL)
     weights, kinds = {}, {}
     for name, module in model.named_layers():
         w = getattr(module, "weight", None)
         if w is not None and w.ndim in (2, 4):
             weights[name] = w.detach().cpu().float().numpy()
             kinds[name] = type(module).__name__
-    return weights, kinds
+    return weights, kinds, model, meta
 
 
 def load_inputs(cfg: RenderConfig) -> Inputs:
@@ -136,7 +157,8 @@ def load_inputs(cfg: RenderConfig) -> Inputs:
         preds = artifacts.load_npy(act / "preds.npy", dtype=np.integer, ndim=1, what="predictions")
         if (act / "confidence.npy").exists():
             confidence = artifacts.load_npy(act / "confidence.npy", ndim=1, what="confidence")
-    weights, weight_kinds = _model_weights()
+    weights, weight_kinds, model, meta = _model_weights()
+    pixels = np.asarray(test_images[indices])                        # (n, C, H, W) uint8
     methods = []
     for method in METHODS:
         if paths.embedding_dir(method).is_dir():
@@ -149,7 +171,8 @@ def load_inputs(cfg: RenderConfig) -> Inputs:
         kinds={row["name"]: row.get("type", "") for row in index["layers"]},
         shapes={row["name"]: tuple(row["shape"]) for row in index["layers"]},
         labels=np.asarray(labels, dtype=np.int64), indices=np.asarray(indices, dtype=np.int64),
-        images=display_images(np.asarray(test_images[indices])),
+        images=display_images(pixels), pixels=pixels, info=info, task=str(meta.get("task", "classify")),
+        model=model, model_meta=meta,
         input_shape=tuple(info["shape"]), preds=None if preds is None else np.asarray(preds, dtype=np.int64),
         confidence=None if confidence is None else np.asarray(confidence, dtype=np.float64),
         weights=weights, weight_kinds=weight_kinds, output_layer=index.get("output_layer"), methods=methods,
@@ -204,8 +227,10 @@ def _snapshot_layers(method: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
-def plan_figures(inp: Inputs, cfg: RenderConfig, metrics: dict[str, Any]) -> list[Job]:
-    """Every figure to draw, in a stable order; jobs record figure-derived numbers in ``metrics``."""
+def plan_figures(inp: Inputs, cfg: RenderConfig, metrics: dict[str, Any],
+                 train: TrainConfig | None = None) -> list[Job]:
+    """Every figure to draw, in a stable order; jobs record figure-derived numbers in ``metrics``.
+    ``train`` (params.yaml ``train``) gives the denoising noise of autoencoders."""
     from pipeline import plots
     from pipeline.plots import classes as class_plots
     from pipeline.plots.predictions import DenseCase, FeatureMaps
@@ -352,6 +377,185 @@ def plan_figures(inp: Inputs, cfg: RenderConfig, metrics: dict[str, Any]) -> lis
     add("class_distances.png", distance_grid)
     add(f"class_distances_{layer}.png", lambda: plots.class_distance_figure(separation(layer), inp.classes,
                                                                              layer=layer))
+
+    # 12: the data itself.
+    add("dataset_mean_std.png", lambda: _dataset_mean_std(inp.info))
+
+    # 13: autoencoders.
+    if inp.task == "reconstruct" and inp.model is not None:
+        jobs += _autoencoder_jobs(inp, train or TrainConfig(), metrics, colors)
+    return jobs
+
+
+def _dataset_mean_std(info: dict[str, Any]):
+    from pipeline.plots.autoencoders import mean_std_figure, pixel_stats
+
+    train = artifacts.load_npy(paths.PREPARED / "train_images.npy", dtype=np.uint8, ndim=4, mmap=True,
+                               what="training images")
+    mean, std = pixel_stats(train)
+    return mean_std_figure(mean, std, dataset=str(info.get("dataset", "dataset")), n_images=len(train))
+
+
+def _to_pixels(x: Any, mean: Any, std: Any) -> np.ndarray:
+    """Normalised (N, C, H, W) tensor -> float32 pixels in [0, 1] (the inverse of runtime.normalizer)."""
+    import torch
+
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).clamp_min(1e-6)
+    return (x.float().cpu() * s + m).clamp(0, 1).numpy().astype(np.float32)
+
+
+def _denoise(model: Any, normalize: Any, images_u8: np.ndarray, train: TrainConfig, mean: Any,
+             std: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy input, denoised output) pixels in [0, 1], (N, C, H, W) each: the training noise
+    (``corrupt`` with ``train.noise``/``noise_kind``, black-pixel background, generator seeded with
+    ``train.seed``) applied to ``images_u8``, then the model in eval mode."""
+    import torch
+
+    from pipeline.models.autoencoders import corrupt
+
+    model.set_input_stats(mean, std)
+    generator = torch.Generator().manual_seed(train.seed)
+    noisy, out = [], []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(images_u8), 256):
+            x = normalize(torch.from_numpy(np.ascontiguousarray(images_u8[start:start + 256])))
+            x_noisy = corrupt(x, train.noise, train.noise_kind, model.pixel_zero, generator)
+            noisy.append(_to_pixels(x_noisy, mean, std))
+            out.append(_to_pixels(model(x_noisy), mean, std))
+    return np.concatenate(noisy), np.concatenate(out)
+
+
+def _snapshot_index() -> list[dict[str, Any]]:
+    path = paths.MODEL / "snapshots" / "index.json"
+    if not path.exists():
+        return []
+    rows = artifacts.load_json(path, "snapshot index").get("snapshots") or []
+    return sorted(rows, key=lambda r: int(r["step"]))
+
+
+def _autoencoder_jobs(inp: Inputs, train: TrainConfig, metrics: dict[str, Any], colors: np.ndarray) -> list[Job]:
+    """Reconstructions (and denoising), their progress over the snapshots, and for a 2-D code
+    the code itself and the decoded manifold."""
+    from pipeline.models import load_model, load_weights_into
+    from pipeline.models.autoencoders import decode_grid, reconstruct
+    from pipeline.plots import autoencoders as ae_plots
+    from pipeline.runtime import normalizer
+
+    model, meta = inp.model, inp.model_meta
+    mean, std = meta.get("mean") or inp.info["mean"], meta.get("std") or inp.info["std"]
+    normalize = normalizer(mean, std, "cpu")
+    k = len(inp.classes)
+    labels = inp.labels
+    shown = ae_plots.pick_per_class(labels, k, 3 if k <= 10 else 1)
+    jobs: list[Job] = []
+    add = lambda name, make: jobs.append(Job(name, make))   # noqa: E731
+    cache: dict[str, Any] = {}
+
+    def recon_all() -> np.ndarray:
+        if "recon" not in cache:
+            cache["recon"] = reconstruct(model, inp.pixels, normalize)           # (n, C, H, W) in [0, 1]
+        return cache["recon"]
+
+    def clean() -> np.ndarray:
+        return inp.pixels.astype(np.float32) / 255.0
+
+    def reconstructions():
+        recon = recon_all()
+        mse_all = ae_plots.pixel_mse(recon, clean())
+        mse_shown = ae_plots.pixel_mse(recon[shown], clean()[shown])
+        metrics["reconstruction"] = {"mse_pixels": round(mse_all, 6), "n": int(len(labels))}
+        rows = [("input", inp.images[shown]), ("reconstruction", ae_plots.to_display(recon[shown]))]
+        return ae_plots.reconstruction_figure(
+            rows, labels[shown], inp.classes,
+            title=f"{inp.model_meta.get('arch', 'autoencoder')}: test images (upper) and their reconstructions "
+                  f"(lower)\nMSE {mse_all:.4f} over {len(labels)} test images ({mse_shown:.4f} on those shown), "
+                  f"[0, 1] pixel units")
+    add("reconstructions.png", reconstructions)
+
+    if train.noise > 0:
+        def denoising():
+            noisy, denoised = _denoise(model, normalize, inp.pixels, train, mean, std)
+            c = clean()
+            mse_noisy, mse_out = ae_plots.pixel_mse(noisy, c), ae_plots.pixel_mse(denoised, c)
+            metrics["denoising"] = {"noise": train.noise, "noise_kind": train.noise_kind,
+                                    "noisy_mse_pixels": round(mse_noisy, 6),
+                                    "denoised_mse_pixels": round(mse_out, 6), "n": int(len(labels))}
+            rows = [("clean", inp.images[shown]), ("noisy input", ae_plots.to_display(noisy[shown])),
+                    ("denoised output", ae_plots.to_display(denoised[shown]))]
+            what = f"{train.noise:g} of the pixels masked" if train.noise_kind == "masking" else \
+                f"Gaussian noise, std {train.noise:g} (normalised units)"
+            return ae_plots.reconstruction_figure(
+                rows, labels[shown], inp.classes,
+                title=f"Denoising ({what}, as in training, seed {train.seed})\nMSE to the clean image over "
+                      f"{len(labels)} test images: noisy input {mse_noisy:.4f}, denoised output {mse_out:.4f} "
+                      f"([0, 1] pixel units)")
+        add("denoising.png", denoising)
+
+    snapshots = _snapshot_index()
+    if snapshots:
+        one = ae_plots.pick_per_class(labels, k, 1)
+        measured = np.unique(np.round(np.linspace(0, len(labels) - 1, min(len(labels), _SNAPSHOT_MSE_IMAGES)))
+                             .astype(np.int64))
+
+        def frames() -> dict[str, Any]:
+            if "frames" not in cache:
+                snap_model, _ = load_model(paths.MODEL)
+                images, mses = [], []
+                target = clean()[measured]
+                for row in progress(snapshots, desc="render: snapshot reconstructions", unit="snapshot"):
+                    load_weights_into(snap_model, paths.MODEL / "snapshots" / row["file"])
+                    recon = reconstruct(snap_model, inp.pixels[measured], normalize)
+                    mses.append(ae_plots.pixel_mse(recon, target))
+                    images.append(ae_plots.to_display(reconstruct(snap_model, inp.pixels[one], normalize)))
+                cache["frames"] = {"images": images, "mses": mses,
+                                   "steps": [int(r["step"]) for r in snapshots],
+                                   "epochs": [r.get("epoch") for r in snapshots]}
+                metrics["snapshot_mse_pixels"] = [{"step": s, "mse_pixels": round(m, 6)}
+                                                  for s, m in zip(cache["frames"]["steps"], mses)]
+            return cache["frames"]
+
+        def progress_png():
+            f = frames()
+            return ae_plots.progress_figure(inp.images[one], f["images"], labels[one], inp.classes, steps=f["steps"],
+                                            epochs=f["epochs"], mses=f["mses"], mse_images=len(measured))
+
+        def progress_gif():
+            f = frames()
+            return ae_plots.progress_animation(inp.images[one], f["images"], labels[one], inp.classes,
+                                               steps=f["steps"], epochs=f["epochs"], mses=f["mses"],
+                                               mse_images=len(measured))
+        add("reconstruction_progress.png", progress_png)
+        add("reconstruction_progress.gif", progress_gif)
+    else:
+        log("render: no weight snapshots in data/model/snapshots (train.snapshot_every = 0); "
+            "skipping the reconstruction progress figures")
+
+    if getattr(model, "latent_dim", None) == 2:
+        def latent() -> np.ndarray:
+            if "latent" not in cache:
+                if "latent" in inp.layers:
+                    cache["latent"] = np.asarray(inp.activations("latent"), dtype=np.float64)
+                else:
+                    import torch
+
+                    with torch.inference_mode():
+                        cache["latent"] = np.concatenate([
+                            model.encode(normalize(torch.from_numpy(np.ascontiguousarray(inp.pixels[s:s + 256]))))[0]
+                            .numpy() for s in range(0, len(inp.pixels), 256)]).astype(np.float64)
+            return cache["latent"]
+
+        variational = bool(getattr(model, "variational", False))
+        add("latent.png", lambda: ae_plots.latent_figure(latent(), labels, inp.classes, variational=variational,
+                                                         colors=colors))
+
+        def manifold():
+            grid = decode_grid(model, normalize, n=_MANIFOLD_SIDE, latents=latent())
+            return ae_plots.manifold_figure(grid["images"], grid["xs"], grid["ys"], dims=grid["dims"],
+                                            latents=latent(), labels=labels, classes=inp.classes,
+                                            variational=variational, colors=colors)
+        add("manifold.png", manifold)
     return jobs
 
 
@@ -385,7 +589,7 @@ def run(params: Params) -> dict[str, Any]:
     with artifacts.stage_outputs(figures, paths.CONFUSION, paths.RENDER_METRICS):
         inp = load_inputs(cfg)
         metrics: dict[str, Any] = {}
-        jobs = plan_figures(inp, cfg, metrics)
+        jobs = plan_figures(inp, cfg, metrics, params.train)
         log(f"render: {len(jobs)} figures ({', '.join(inp.methods) or 'no'} maps) -> {figures}")
         for job in progress(jobs, desc="render", unit="figure"):
             made = job.make()
