@@ -16,8 +16,10 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -28,6 +30,7 @@ from pipeline.errors import UserError
 __all__ = [
     "atomic_path", "write_bytes", "write_text", "save_json", "load_json", "save_npy", "load_npy",
     "save_safetensors", "load_safetensors", "save_csv", "save_figure", "save_animation", "stage_outputs", "remove",
+    "SAFE_NAME", "check_name", "load_layer_index", "load_labels",
 ]
 
 
@@ -109,16 +112,114 @@ def load_npy(path: str | Path, *, dtype: Any = None, ndim: int | None = None,
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
-        raise UserError(f"{path}: not a plain numeric .npy ({exc}); delete it and rerun `dvc repro`") from None
-    except (OSError, EOFError) as exc:
-        raise UserError(f"{path}: truncated or damaged .npy ({exc}); delete it and rerun `dvc repro`") from None
+        raise UserError(f"{path}: not a plain numeric .npy ({_first_line(exc)}); delete it and rerun `dvc repro`") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:       # (np.load reads "PK\x03\x04..." as a .npz)
+        raise UserError(f"{path}: truncated or damaged .npy ({_first_line(exc)}); delete it and rerun `dvc repro`") from None
+    if not isinstance(array, np.ndarray):                 # np.load opens a .npz (zip) archive whatever the name
+        array.close()
+        raise UserError(f"{path}: a .npz archive, not a .npy array; delete it and rerun `dvc repro`")
+    if array.dtype.kind not in "biuf":                    # strings, structured records, complex, dates
+        raise UserError(f"{path}: {what} has dtype {array.dtype}, not a plain numeric .npy; "
+                        f"delete it and rerun `dvc repro`")
     if ndim is not None and array.ndim != ndim:
         raise UserError(f"{path}: {what} has shape {array.shape}, expected {ndim} dimensions; "
                         f"delete it and rerun `dvc repro`")
     if dtype is not None and not np.issubdtype(array.dtype, dtype):
-        raise UserError(f"{path}: {what} has dtype {array.dtype}, expected {np.dtype(dtype).name}; "
+        raise UserError(f"{path}: {what} has dtype {array.dtype}, expected {_dtype_name(dtype)}; "
                         f"delete it and rerun `dvc repro`")
     return array
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``uint8`` for a concrete dtype, ``integer`` / ``floating`` for numpy's abstract ones."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return getattr(dtype, "__name__", str(dtype))
+
+
+# Layer names become file and folder names (``<layer>.npy``, ``snapshots/<layer>/``): no separators,
+# no leading dot (no ``..``, no hidden files), so a crafted layers.json cannot write outside a stage's folder.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_SNAPSHOT_DIR = re.compile(r"^snapshots/step_[0-9]{6,}$")
+
+
+def check_name(name: Any, where: str) -> str:
+    """``name`` if it is a safe layer name (:data:`SAFE_NAME`), else a UserError naming ``where``."""
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or len(name) > 200:
+        shown = repr(name)[:60]
+        raise UserError(f"{where}: layer name {shown} is not a plain file name (letters, digits, _ . -); "
+                        f"delete it and rerun extract (`dvc repro extract`)")
+    return name
+
+
+def _index_problem(index: Any) -> str | None:
+    """What is wrong with a parsed layers.json (the extract format in ARTIFACTS.md), or None."""
+    if not isinstance(index, dict):
+        return f"expected a JSON object, got {type(index).__name__}"
+    layers = index.get("layers")
+    if not isinstance(layers, list) or not layers:
+        return "no `layers` list"
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for row in layers:
+        if not isinstance(row, dict) or "name" not in row:
+            return "a `layers` entry without a name"
+        shape, dim = row.get("shape"), row.get("dim")
+        if not isinstance(shape, list) or not all(count(v) for v in shape) or not count(dim) \
+                or dim != math.prod(shape):
+            return f"layer {str(row['name'])[:40]!r}: `shape` {str(shape)[:30]} and `dim` {str(dim)[:20]} disagree"
+    names = [row["name"] for row in layers]
+    if len(set(map(str, names))) != len(names):
+        return "a layer name appears twice"
+    if not isinstance(index.get("classes"), list) or not index["classes"]:
+        return "no `classes` list"
+    if not count(index.get("n")):
+        return f"n = {str(index.get('n'))[:20]} is not a count"
+    for key in ("snapshot_layers", "nonfinite_layers"):
+        value = index.get(key)
+        if value is not None and not isinstance(value, list):
+            return f"`{key}` is not a list"
+    snapshots = index.get("snapshots") or []
+    if not isinstance(snapshots, list):
+        return "`snapshots` is not a list"
+    for entry in snapshots:
+        if (not isinstance(entry, dict) or not isinstance(entry.get("step"), int)
+                or not isinstance(entry.get("dir"), str) or not _SNAPSHOT_DIR.match(entry["dir"])):
+            return f"malformed snapshot entry {json.dumps(entry)[:60]}"
+    return None
+
+
+def load_layer_index(directory: str | Path) -> dict:
+    """``<directory>/layers.json`` (extract's index of data/activations), checked: a non-empty layer
+    list, safe file names for every layer (also ``snapshot_layers``, ``nonfinite_layers``), well-formed
+    snapshot entries. A damaged or crafted index gives a one-line UserError."""
+    path = Path(directory) / "layers.json"
+    index = load_json(path, "activation index (layers.json)")
+    problem = _index_problem(index)
+    if problem:
+        raise UserError(f"{path}: {problem}; delete it and rerun extract (`dvc repro extract`)")
+    for row in index["layers"]:
+        check_name(row["name"], str(path))
+    for key in ("snapshot_layers", "nonfinite_layers"):
+        for name in index.get(key) or []:
+            check_name(name, f"{path} ({key})")
+    return index
+
+
+def load_labels(path: str | Path, n_classes: int, *, what: str = "labels") -> np.ndarray:
+    """Integer class indices (n,) in ``0..n_classes - 1`` (any range when ``n_classes`` is 0) as int64."""
+    labels = load_npy(path, dtype=np.integer, ndim=1, what=what)
+    if n_classes and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        raise UserError(f"{path}: {what} outside 0..{n_classes - 1} (found {int(labels.min())}..{int(labels.max())}) "
+                        f"for {n_classes} classes; delete it and rerun extract (`dvc repro extract`)")
+    return labels.astype(np.int64)
 
 
 def save_safetensors(path: str | Path, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
@@ -156,13 +257,27 @@ def save_csv(path: str | Path, columns: Mapping[str, Sequence], float_format: st
     for c in cols:
         if c.dtype.kind == "f":
             parts.append(np.char.mod(float_format, c))
-        else:
+        elif c.dtype.kind in "biu":
             parts.append(c.astype(str))
+        else:                                   # text (class names): RFC 4180 quoting where needed
+            parts.append(_csv_cells(c.astype(str)))
     body = ""
     if n:
         table = np.stack(parts, axis=1)
         body = "\n".join(",".join(row) for row in table.tolist()) + "\n"
     write_text(path, ",".join(names) + "\n" + body)
+
+
+def _csv_cells(text: np.ndarray) -> np.ndarray:
+    """Quote cells holding a comma, quote or line break ("a, b" -> '"a, b"', '"' -> '""')."""
+    special = np.zeros(text.shape, dtype=bool)
+    for ch in (",", '"', "\n", "\r"):
+        special |= np.char.find(text, ch) >= 0
+    if not special.any():
+        return text
+    text = text.astype(object)
+    text[special] = ['"' + t.replace('"', '""') + '"' for t in text[special]]
+    return text.astype(str)
 
 
 @contextlib.contextmanager

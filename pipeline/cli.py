@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -34,12 +35,32 @@ def _root(params: Path = typer.Option(Path("params.yaml"), "--params", "-p", hel
     _state["params"] = params
 
 
-def _stage(name: str, **kwargs: Any) -> Any:
+def _load_params() -> Any:
     from pipeline.config import load_params
+    from pipeline.errors import ConfigError
 
-    params = load_params(_state["params"])
+    path = Path(_state["params"])
+    if path != Path("params.yaml") and not path.exists():       # only the default may be absent (= defaults)
+        raise ConfigError(f"--params {path}: file not found; give an existing YAML file (or leave --params out)")
+    return load_params(path)
+
+
+class _Interrupted(Exception):
+    """Ctrl-C / SIGTERM inside a stage (whose `stage_outputs` already removed its partial outputs).
+    Not a KeyboardInterrupt: Typer would turn that into a silent exit status (130) returned by `app`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stage(name: str, **kwargs: Any) -> Any:
+    params = _load_params()
     module = importlib.import_module(f"pipeline.stages.{name}")
-    return module.run(params, **kwargs)
+    try:
+        return module.run(params, **kwargs)
+    except KeyboardInterrupt as exc:
+        raise _Interrupted(int(getattr(exc, "signum", signal.SIGINT))) from None
 
 
 @app.command()
@@ -109,17 +130,14 @@ def compare(
 @app.command()
 def layers() -> None:
     """List the layer names, output shapes and parameter counts of the model params.yaml describes."""
-    from pipeline.config import load_params
-    from pipeline.datasets import load_prepared
+    from pipeline.datasets import load_info
     from pipeline.models import build_model, describe_layers
     from pipeline import paths
 
-    params = load_params(_state["params"])
+    params = _load_params()
     info_path = paths.PREPARED / "info.json"
     if info_path.exists():
-        import json
-
-        info = json.loads(info_path.read_text())
+        info = load_info(paths.PREPARED)
         shape, n_classes = tuple(info["shape"]), len(info["classes"])
     else:
         shape, n_classes = ((3, 32, 32) if params.data.dataset == "cifar10" else (1, 28, 28)), 10
@@ -141,26 +159,67 @@ def main(argv: Optional[list[str]] = None) -> None:
     warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
     from pipeline.errors import UserError
 
+    # SIGTERM (`kill`, CI cancellation, `timeout`) unwinds like Ctrl-C, so `stage_outputs` removes the
+    # partial outputs; the default action would end the process with them still on disk.
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
+    status = None
     try:
-        app(args=argv, standalone_mode=False)
+        status = app(args=argv, standalone_mode=False)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Interrupted) as exc:
         print("error: interrupted; outputs of the interrupted stage were removed, rerun `dvc repro`", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + int(getattr(exc, "signum", signal.SIGINT)))
+    except OSError as exc:                                   # disk full, permissions, read-only file system
+        print(f"error: {_os_error_line(exc)}", file=sys.stderr)
+        sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors: click's ClickException, or the copy Typer vendors (typer._click)
+        if any(c.__name__ == "ClickException" and c.__module__.split(".")[0] in ("click", "typer")
+               for c in type(exc).__mro__):
             exc.show()
             sys.exit(exc.exit_code)
         raise
-    sys.exit(0)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    # Typer returns (not raises) the status of an Exit in non-standalone mode, e.g. 130 for a Ctrl-C
+    # outside a stage; our commands themselves return None.
+    sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt (exit code 128 + 15)."""
+
+    signum = signal.SIGTERM
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an environment failure: the file, the system's reason and what to do."""
+    import errno
+
+    what = f"{exc.filename}: " if exc.filename else ""
+    reason = (exc.strerror or str(exc).strip() or type(exc).__name__).splitlines()[0]
+    fix = {errno.ENOSPC: "free disk space (or move data/ to a larger disk) and rerun",
+           errno.EDQUOT: "free disk space (quota exceeded) and rerun",
+           errno.EACCES: "make it writable for you (or work in a folder you own) and rerun",
+           errno.EPERM: "make it writable for you (or work in a folder you own) and rerun",
+           errno.EROFS: "work in a writable folder and rerun"}.get(exc.errno, "fix the file system problem and rerun")
+    return f"{what}{reason}; {fix} (partial outputs were removed)"
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ class PCAConfig(_Section):
 
 
 class TSNEConfig(_Section):
-    backend: Literal["opentsne", "sklearn"] = "opentsne"
+    backend: Literal["opentsne", "sklearn", "cuml"] = "opentsne"   # cuml: RAPIDS on an NVIDIA GPU (optional)
     method: Literal["auto", "bh", "fft", "exact"] = "auto"  # gradient; auto: BH < 10k points or 3-D, else FFT
     n_components: int = Field(2, ge=2, le=3)
     perplexity: float = Field(30.0, gt=0, le=1000)
@@ -123,6 +123,7 @@ class TSNEConfig(_Section):
 
 
 class UMAPConfig(_Section):
+    backend: Literal["umap-learn", "cuml"] = "umap-learn"        # cuml: RAPIDS on an NVIDIA GPU (optional)
     n_neighbors: int = Field(15, ge=2, le=1000)
     min_dist: float = Field(0.1, ge=0.0, le=1.0)
     metric: Literal["euclidean", "cosine", "manhattan", "correlation", "chebyshev"] = "euclidean"
@@ -261,13 +262,36 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ConfigError("; ".join(problems)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently: a second ``model:`` section would replace the first without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":      # `<<: *base` then overriding a key is fine
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}' (the later value would silently replace the "
+                        f"earlier one); keep one", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: str | Path = paths.PARAMS) -> Params:
     """Read and validate params.yaml (a missing file means all defaults)."""
     path = Path(path)
     if not path.exists():
         return Params()
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a params file; pass a YAML file (e.g. params.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc}); check its permissions") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

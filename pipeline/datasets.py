@@ -41,7 +41,7 @@ from pipeline.errors import UserError
 
 __all__ = [
     "Prepared", "LOADERS", "fetch", "save_prepared", "load_prepared", "stratified_subset",
-    "stratified_split", "digits_to_mnist_size", "check_idx",
+    "stratified_split", "digits_to_mnist_size", "check_idx", "load_info",
 ]
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -471,14 +471,46 @@ def save_prepared(directory: str | Path, data: Prepared) -> None:
     artifacts.save_json(directory / "info.json", data.info)
 
 
+def _info_problem(info: Any) -> str | None:
+    """What is wrong with a parsed info.json (the fetch format in ARTIFACTS.md), or None."""
+    if not isinstance(info, dict):
+        return f"expected a JSON object, got {type(info).__name__}"
+    classes, shape = info.get("classes"), info.get("shape")
+    if not isinstance(classes, list) or not classes:
+        return "no `classes` list"
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)):
+        return f"`shape` = {str(shape)[:40]} is not [C, H, W]"
+    for key in ("mean", "std"):
+        values = info.get(key)
+        if (not isinstance(values, list) or len(values) != shape[0]
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values)):
+            return f"`{key}` is not a list of {shape[0]} finite numbers (one per channel)"
+    if any(v <= 0 for v in info["std"]):
+        return "`std` has a value <= 0"
+    return None
+
+
+def load_info(directory: str | Path) -> dict[str, Any]:
+    """``<directory>/info.json`` checked: classes, shape [C, H, W], per-channel mean and std."""
+    path = Path(directory) / "info.json"
+    info = artifacts.load_json(path, "dataset info")
+    problem = _info_problem(info)
+    if problem:
+        raise UserError(f"{path}: {problem}; delete {directory} and rerun `dvc repro fetch`")
+    return info
+
+
 def load_prepared(directory: str | Path) -> Prepared:
     """Read ``data/prepared`` and check shapes, dtypes and label range."""
     directory = Path(directory)
-    info = artifacts.load_json(directory / "info.json", "dataset info")
+    info = load_info(directory)
     arrays = {}
     for split in ("train", "test"):
         images = artifacts.load_npy(directory / f"{split}_images.npy", dtype=np.uint8, ndim=4, what=f"{split} images")
         labels = artifacts.load_npy(directory / f"{split}_labels.npy", dtype=np.integer, ndim=1, what=f"{split} labels")
+        if len(labels) == 0:
+            raise UserError(f"{directory}: no {split} images; rerun `dvc repro fetch`")
         if len(images) != len(labels):
             raise UserError(f"{directory}: {len(images)} {split} images but {len(labels)} labels; rerun `dvc repro fetch`")
         if tuple(images.shape[1:]) != tuple(info.get("shape", ())):

@@ -119,7 +119,7 @@ def test_dvc_reruns_train_when_the_weights_file_is_replaced(tmp_path: Path):
         readme.parent.mkdir(parents=True, exist_ok=True)
         readme.write_text("Your own model.weights files.\n")
     git("add", "-A", cwd=repo)
-    git("commit", "-q", "-m", "weights folder", cwd=repo)
+    git("commit", "-q", "--allow-empty", "-m", "weights folder", cwd=repo)
 
     dvc("repro", "train", cwd=repo)
     trained = _metrics(repo)["test"]["accuracy"]

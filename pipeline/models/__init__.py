@@ -19,7 +19,7 @@ from pipeline.config import ModelConfig
 from pipeline.errors import UserError
 from pipeline.models.common import Classifier, Network
 
-__all__ = ["build_model", "describe_layers", "save_model", "load_model", "load_weights_into",
+__all__ = ["build_model", "describe_layers", "save_model", "load_model", "load_meta", "load_weights_into",
            "check_weights_config", "Network", "Classifier", "WEIGHTS_FILE", "CONFIG_FILE"]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -61,8 +61,9 @@ def describe_layers(model: Network, input_shape: tuple[int, int, int]) -> list[d
         handles.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()
+    device = next(model.parameters(), torch.empty(0)).device    # the model may sit on cuda / mps
     try:
-        model(torch.zeros((1, *input_shape)))
+        model(torch.zeros((1, *input_shape), device=device))
     finally:
         model.train(was_training)
         for h in handles:
@@ -137,18 +138,77 @@ def check_weights_config(weights_path: str | Path, cfg: ModelConfig) -> Path | N
     return sibling
 
 
+def _count(value: Any, low: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+FULL_META = ("arch", "classes", "mean", "std", "layers")   # what extract, export and diagnose read besides the model
+
+
+def _meta_problem(meta: Any, full: bool) -> str | None:
+    """What is wrong with a parsed model.json (the train format in ARTIFACTS.md), or None. Always
+    needed: ``model``, ``input_shape``, ``n_classes``; the keys of :data:`FULL_META` are checked when
+    present and required when ``full``."""
+    from pydantic import ValidationError
+
+    if not isinstance(meta, dict):
+        return f"expected a JSON object, got {type(meta).__name__}"
+    if not isinstance(meta.get("model"), dict):
+        return "no `model` section"
+    try:
+        ModelConfig.model_validate(meta["model"])
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("literal["))
+        return f"model.{key}: {' '.join(err['msg'].split())}"
+    shape = meta.get("input_shape")
+    if not isinstance(shape, list) or len(shape) != 3 or not all(_count(v) for v in shape):
+        return f"`input_shape` = {str(shape)[:40]} is not [C, H, W]"
+    if not _count(meta.get("n_classes")):
+        return "`n_classes` is not a positive integer"
+    if full:
+        missing = [key for key in FULL_META if key not in meta]
+        if missing:
+            return f"no `{missing[0]}`"
+    if "arch" in meta and not isinstance(meta["arch"], str):
+        return "`arch` is not a name"
+    if "classes" in meta and (not isinstance(meta["classes"], list) or len(meta["classes"]) != meta["n_classes"]):
+        return f"`classes` is not a list of n_classes = {meta['n_classes']} names"
+    for key in ("mean", "std"):
+        values = meta.get(key, [0.0] * shape[0])
+        if (not isinstance(values, list) or len(values) != shape[0]
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            return f"`{key}` is not a list of {shape[0]} numbers (one per channel)"
+    layers = meta.get("layers", [])
+    if not isinstance(layers, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str)
+                                               and isinstance(r.get("type"), str) for r in layers):
+        return "`layers` is not a list of {name, type, ...}"
+    return None
+
+
+def load_meta(directory: str | Path, *, full: bool = True) -> dict[str, Any]:
+    """``model.json`` in ``directory``, checked (``full``: every key the stages read, see
+    :data:`FULL_META`); a damaged or foreign file gives a one-line UserError."""
+    path = Path(directory) / CONFIG_FILE
+    meta = artifacts.load_json(path, "model config")
+    problem = _meta_problem(meta, full)
+    if problem:
+        raise UserError(f"{path}: malformed model config ({problem}); rerun `dvc repro train`")
+    return meta
+
+
 def load_model(directory: str | Path, weights: str | Path | None = None) -> tuple[Network, dict[str, Any]]:
     """Rebuild the model described by ``model.json`` in ``directory`` and load its weights."""
     directory = Path(directory)
-    meta = artifacts.load_json(directory / CONFIG_FILE, "model config")
-    try:
-        cfg = ModelConfig.model_validate(meta["model"])
-        input_shape = tuple(meta["input_shape"])
-        n_classes = int(meta["n_classes"])
-    except Exception as exc:  # noqa: BLE001 - any malformed config is the same user problem
-        raise UserError(f"{directory / CONFIG_FILE}: malformed model config ({str(exc).splitlines()[0]}); "
-                        f"rerun `dvc repro train`") from None
+    meta = load_meta(directory, full=False)
+    cfg = ModelConfig.model_validate(meta["model"])
+    input_shape = tuple(meta["input_shape"])
+    n_classes = int(meta["n_classes"])
     model = build_model(cfg, input_shape, n_classes)
+    names = [name for name, _ in model.named_layers()]
+    if "layers" in meta and [row["name"] for row in meta["layers"]] != names:
+        raise UserError(f"{directory / CONFIG_FILE}: malformed model config (`layers` do not list the layers of the "
+                        f"model its `model` section describes: {', '.join(names)}); rerun `dvc repro train`")
     load_weights_into(model, weights or directory / WEIGHTS_FILE)
     model.eval()
     return model, meta

@@ -105,6 +105,8 @@ class Revision:
         except (ValueError, OSError, EOFError) as exc:
             raise UserError(f"revision {self.label}: {path} is not a plain .npy ({_first_line(exc)}); "
                             f"{_REBUILD}") from None
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+            raise UserError(f"revision {self.label}: {path} is not a plain numeric .npy; {_REBUILD}")
         if ndim is not None and array.ndim != ndim:
             raise UserError(f"revision {self.label}: {path} has shape {array.shape}, expected {ndim} "
                             f"dimensions; {_REBUILD}")

@@ -24,7 +24,7 @@ from pipeline.config import Params
 from pipeline.diagnostics import (ACTIVATION_TYPES, PASSTHROUGH_TYPES, class_tightness, dead_summary,
                                   layer_kinds, resolved_activation, tightness_summary, unit_activity)
 from pipeline.errors import UserError
-from pipeline.models import CONFIG_FILE
+from pipeline.models import load_meta
 from pipeline.runtime import log, progress
 
 __all__ = ["run", "ACTIVITY_FIGURE", "TIGHTNESS_FIGURE"]
@@ -48,10 +48,10 @@ def run(params: Params) -> dict[str, Any]:
     cfg = params.diagnose
     src = paths.ACTIVATIONS
     with artifacts.stage_outputs(paths.DIAGNOSTICS_METRICS, paths.DIAGNOSTICS_PLOTS):
-        index = artifacts.load_json(src / "layers.json", "activation index")
-        meta = artifacts.load_json(paths.MODEL / CONFIG_FILE, "model config")
-        labels = artifacts.load_npy(src / "labels.npy", dtype=np.integer, ndim=1, what="labels").astype(np.int64)
-        classes = [str(c) for c in index["classes"]]
+        index = artifacts.load_layer_index(src)
+        meta = load_meta(paths.MODEL)
+        classes = [str(c) for c in index.get("classes") or meta["classes"]]
+        labels = artifacts.load_labels(src / "labels.npy", len(classes))
         activation = resolved_activation(meta)
         kinds = layer_kinds(meta["layers"], default=activation)
         layer_types = {row["name"]: row["type"] for row in meta["layers"]}
@@ -69,6 +69,7 @@ def run(params: Params) -> dict[str, Any]:
             name = row["name"]
             if name in nonfinite:
                 log(f"warning: layer {name} has NaN or inf activations; skipped")
+                metrics[name] = {"skipped": "NaN or inf activations (extract flagged the layer)"}
                 continue
             acts = artifacts.load_npy(src / f"{name}.npy", ndim=2, mmap=True, what=f"activations of {name}")
             if acts.shape != (n, int(row["dim"])):

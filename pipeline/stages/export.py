@@ -33,7 +33,7 @@ from pipeline import artifacts, paths
 from pipeline.config import Params
 from pipeline.datasets import load_prepared
 from pipeline.errors import UserError
-from pipeline.models import load_model
+from pipeline.models import load_meta, load_model
 from pipeline.models.common import Network
 from pipeline.runtime import log, normalizer, progress
 
@@ -135,6 +135,7 @@ def run(params: Params) -> dict[str, Any]:
                             f"(or set export.formats: [torchscript])")
     out = paths.EXPORT
     with artifacts.stage_outputs(out, paths.EXPORT_METRICS):
+        load_meta(paths.MODEL)                              # every key read below, checked
         model, meta = load_model(paths.MODEL)
         model.to("cpu").eval()
         data = load_prepared(paths.PREPARED)

@@ -20,7 +20,7 @@ from pipeline import artifacts, paths
 from pipeline.config import ExtractConfig, Params
 from pipeline.datasets import load_prepared, stratified_subset
 from pipeline.errors import ConfigError, UserError
-from pipeline.models import load_model, load_weights_into
+from pipeline.models import load_meta, load_model, load_weights_into
 from pipeline.models.common import Network
 from pipeline.runtime import log, normalizer, progress, resolve_device, seed_everything
 
@@ -144,6 +144,7 @@ def run(params: Params) -> dict[str, Any]:
     out = paths.ACTIVATIONS
     with artifacts.stage_outputs(out):
         data = load_prepared(paths.PREPARED)
+        load_meta(paths.MODEL)                              # every key read below, checked
         model, meta = load_model(paths.MODEL)
         layers = choose_layers(model, cfg.layers)
         snapshot_layers = choose_layers(model, cfg.snapshot_layers or [penultimate_layer(model)],

@@ -49,7 +49,7 @@ def run(params: Params) -> dict[str, Any]:
     cfg = params.projector
     src = paths.ACTIVATIONS
     with artifacts.stage_outputs(paths.PROJECTOR):
-        index = artifacts.load_json(src / "layers.json", "activation index")
+        index = artifacts.load_layer_index(src)
         extracted = [layer["name"] for layer in index["layers"]]
         layers = choose_layers(extracted, cfg.layers)
         nonfinite = set(index.get("nonfinite_layers") or [])
@@ -60,7 +60,7 @@ def run(params: Params) -> dict[str, Any]:
             raise UserError(f"projector: every chosen layer has NaN or inf activations ({', '.join(sorted(nonfinite))}); "
                             f"retrain with a lower train.lr or choose other projector.layers")
 
-        labels = artifacts.load_npy(src / "labels.npy", dtype=np.integer, ndim=1, what="labels")
+        labels = artifacts.load_labels(src / "labels.npy", len(index["classes"]))
         n = len(labels)
         tensors = {}
         for name in layers:

@@ -126,11 +126,14 @@ def run(params: Params, method: str) -> dict[str, Any]:
     out, metrics_path, points = paths.embedding_dir(method), paths.embedding_metrics(method), paths.points_dir(method)
     started = time.perf_counter()
     with artifacts.stage_outputs(out, metrics_path, points):
-        index = artifacts.load_json(act / "layers.json", "activation index (layers.json)")
-        labels = artifacts.load_npy(act / "labels.npy", dtype=np.integer, ndim=1, what="labels")
+        index = artifacts.load_layer_index(act)
+        classes = list(index.get("classes") or [])
+        labels = artifacts.load_labels(act / "labels.npy", len(classes))
         preds = (artifacts.load_npy(act / "preds.npy", dtype=np.integer, ndim=1, what="predictions")
                  if (act / "preds.npy").exists() else None)
-        classes = list(index.get("classes") or [])
+        if preds is not None and len(preds) != len(labels):
+            raise UserError(f"{act / 'preds.npy'}: {len(preds)} rows but labels.npy has {len(labels)}; "
+                            f"rerun extract (`dvc repro extract`)")
         layer_names = [row["name"] for row in index["layers"]]
         d = n_components(method, cfg)
         info: dict[str, Any] = {"method": method, "n_components": d, "n": int(len(labels)),

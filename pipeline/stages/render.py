@@ -49,6 +49,7 @@ import numpy as np
 
 from pipeline import artifacts, paths
 from pipeline.config import METHODS, Params, RenderConfig, TrainConfig
+from pipeline.datasets import load_info
 from pipeline.errors import ConfigError, UserError
 from pipeline.runtime import log, progress
 
@@ -137,12 +138,12 @@ def _model_weights() -> tuple[dict[str, np.ndarray], dict[str, str], Any, dict[s
 
 def load_inputs(cfg: RenderConfig) -> Inputs:
     act = paths.ACTIVATIONS
-    index = artifacts.load_json(act / "layers.json", "activation index (layers.json)")
-    labels = artifacts.load_npy(act / "labels.npy", dtype=np.integer, ndim=1, what="labels")
+    index = artifacts.load_layer_index(act)
+    info = load_info(paths.PREPARED)
+    labels = artifacts.load_labels(act / "labels.npy", len(info["classes"]))
     indices = artifacts.load_npy(act / "indices.npy", dtype=np.integer, ndim=1, what="indices")
     if len(indices) != len(labels):
         raise UserError(f"{act}: indices.npy and labels.npy differ in length; rerun extract (`dvc repro extract`)")
-    info = artifacts.load_json(paths.PREPARED / "info.json", "dataset info")
     test_images = artifacts.load_npy(paths.PREPARED / "test_images.npy", dtype=np.uint8, ndim=4, mmap=True,
                                      what="test images")
     if len(indices) and int(indices.max()) >= len(test_images):

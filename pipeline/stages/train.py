@@ -230,6 +230,12 @@ def run(params: Params) -> dict[str, Any]:
             check_weights_config(params.model.weights, params.model)
             load_weights_into(model, params.model.weights)
             log(f"loaded weights from {params.model.weights}")
+            nonfinite = {k: int((~torch.isfinite(v)).sum()) for k, v in model.state_dict().items()
+                         if v.is_floating_point() and not torch.isfinite(v).all()}
+            if nonfinite:                               # analysed as they are; later stages skip NaN layers
+                log(f"warning: {params.model.weights}: {sum(nonfinite.values())} weight values are NaN or inf "
+                    f"(first in {next(iter(nonfinite))}); the layers they feed get NaN activations, which "
+                    f"reduce, probe, projector and diagnose skip and record")
             if paths.WEIGHTS.resolve() not in Path(params.model.weights).resolve().parents:
                 log(f"note: DVC notices a replaced weights file only under {paths.WEIGHTS}/ (a train dependency); "
                     f"keep model.weights there")
