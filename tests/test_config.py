@@ -125,3 +125,28 @@ def test_cli_yaml_syntax_error(tmp_path):
 def test_unknown_key_is_refused_by_pydantic_model():
     with pytest.raises(ConfigError):
         parse_params(yaml.safe_load("train: {epochs: 1, epoch: 2}"))
+
+
+def _leaf_keys(model_cls, prefix=""):
+    for name, field in model_cls.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, __import__("pydantic").BaseModel):
+            yield from _leaf_keys(sub, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def test_params_yaml_spells_out_every_key():
+    """`dvc exp run -S section.key=...` only sets keys that exist in params.yaml: list them all."""
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+    def present(key: str) -> bool:
+        node = raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    missing = [key for key in _leaf_keys(Params) if not present(key)]
+    assert not missing, missing
