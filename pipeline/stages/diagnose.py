@@ -25,7 +25,7 @@ from pipeline.diagnostics import (ACTIVATION_TYPES, PASSTHROUGH_TYPES, class_tig
                                   layer_kinds, resolved_activation, tightness_summary, unit_activity)
 from pipeline.errors import UserError
 from pipeline.models import load_meta
-from pipeline.runtime import log, progress
+from pipeline.runtime import limit_threads, log, progress
 
 __all__ = ["run", "ACTIVITY_FIGURE", "TIGHTNESS_FIGURE"]
 
@@ -52,6 +52,7 @@ def run(params: Params) -> dict[str, Any]:
         meta = load_meta(paths.MODEL)
         classes = [str(c) for c in index.get("classes") or meta["classes"]]
         labels = artifacts.load_labels(src / "labels.npy", len(classes))
+        limit_threads(len(labels))                 # small inputs: one thread is faster (runtime.limit_threads)
         activation = resolved_activation(meta)
         kinds = layer_kinds(meta["layers"], default=activation)
         layer_types = {row["name"]: row["type"] for row in meta["layers"]}

@@ -21,7 +21,7 @@ import numpy as np
 from pipeline import artifacts, paths
 from pipeline.config import Params, ProbeConfig
 from pipeline.errors import UserError
-from pipeline.runtime import log, progress
+from pipeline.runtime import limit_threads, log, progress
 
 __all__ = ["run", "linear_probe", "split", "principal_axes"]
 
@@ -102,6 +102,7 @@ def run(params: Params) -> dict[str, Any]:
     with artifacts.stage_outputs(paths.PROBE_METRICS):
         index = artifacts.load_layer_index(act)
         labels = artifacts.load_labels(act / "labels.npy", len(index["classes"]))
+        limit_threads(len(labels))                 # small inputs: one thread is faster (runtime.limit_threads)
         names = [row["name"] for row in index["layers"]]
         results: dict[str, Any] = {}
         not_converged = []

@@ -36,7 +36,7 @@ from pipeline.errors import UserError
 from pipeline.quality import explained_variance, knn_accuracy, map_metrics
 from pipeline.reducers import (Embedding, SkipLayer, check_config, embed, embed_frames, fingerprint,
                                n_components)
-from pipeline.runtime import log, progress
+from pipeline.runtime import limit_threads, log, progress
 
 __all__ = ["run", "layer_metrics", "points_columns", "FULL_KNN_MAX"]
 
@@ -129,6 +129,7 @@ def run(params: Params, method: str) -> dict[str, Any]:
         index = artifacts.load_layer_index(act)
         classes = list(index.get("classes") or [])
         labels = artifacts.load_labels(act / "labels.npy", len(classes))
+        limit_threads(len(labels))                 # small inputs: one thread is faster (runtime.limit_threads)
         preds = (artifacts.load_npy(act / "preds.npy", dtype=np.integer, ndim=1, what="predictions")
                  if (act / "preds.npy").exists() else None)
         if preds is not None and len(preds) != len(labels):

@@ -1,0 +1,57 @@
+"""runtime.limit_threads: one thread for small analysis inputs, the user's own setting always wins.
+
+Each case runs in a fresh interpreter: the limit is process-wide by design.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+_PROBE = r"""
+import json, os, sys
+import numpy as np                                   # OpenBLAS loaded before the call, as in a stage
+from threadpoolctl import threadpool_info
+from pipeline.runtime import THREAD_VARIABLES, limit_threads
+done = limit_threads(int(sys.argv[1]))
+import numba                                         # imported after the call (umap does this later)
+print(json.dumps({"done": done, "env": {v: os.environ.get(v) for v in THREAD_VARIABLES},
+                  "blas": sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}),
+                  "numba": numba.get_num_threads()}))
+"""
+
+
+def _run(n: int, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(n)], cwd=REPO, capture_output=True, text=True,
+                          env={**clean, "PYTHONPATH": str(REPO), **env}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to see a difference")
+def test_small_inputs_run_on_one_thread() -> None:
+    out = _run(1_000)
+    assert out["done"] is True
+    assert set(out["env"].values()) == {"1"}
+    assert out["blas"] == [1] and out["numba"] == 1
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to see a difference")
+def test_large_inputs_keep_the_library_defaults() -> None:
+    out = _run(10_000)
+    assert out["done"] is False and set(out["env"].values()) == {None}
+    assert max(out["blas"]) > 1 and out["numba"] > 1
+
+
+def test_a_thread_count_set_by_the_user_is_kept() -> None:
+    out = _run(1_000, OMP_NUM_THREADS="2")
+    assert out["done"] is False
+    assert out["env"]["OMP_NUM_THREADS"] == "2" and out["env"]["OPENBLAS_NUM_THREADS"] is None
