@@ -359,3 +359,23 @@ def test_property_pca_gives_finite_coords(x: np.ndarray, d: int) -> None:
 @given(x=_shape(40).flatmap(lambda s: arrays(np.float32, s, elements=finite)), d=st.sampled_from([2, 3]))
 def test_property_tsne_gives_finite_coords(x: np.ndarray, d: int) -> None:
     _check_property(x, "tsne", d)
+
+
+# --------------------------------------------------------------------------- exact neighbours (UMAP / openTSNE graph)
+
+def test_exact_knn_is_exact_with_the_point_itself_first() -> None:
+    from scipy.spatial.distance import cdist
+
+    from pipeline.reducers import exact_knn
+
+    x = np.random.default_rng(3).normal(size=(300, 8)).astype(np.float32)
+    idx, dist = exact_knn(x, 10)
+    assert idx.shape == dist.shape == (300, 10) and idx.dtype == np.int64 and dist.dtype == np.float32
+    assert (idx[:, 0] == np.arange(300)).all() and (dist[:, 0] == 0).all()
+    full = cdist(x.astype(np.float64), x.astype(np.float64))
+    np.fill_diagonal(full, np.inf)
+    truth = np.sort(full, axis=1)[:, :9]
+    assert np.allclose(dist[:, 1:], truth, atol=1e-4)                    # the 9 nearest others, nearest first
+    assert np.allclose(full[np.arange(300)[:, None], idx[:, 1:]], truth, atol=1e-4)
+    cos_idx, _ = exact_knn(x, 5, metric="cosine")
+    assert (cos_idx[:, 0] == np.arange(300)).all()
