@@ -91,12 +91,16 @@ def limit_threads(n_points: int, below: int = SINGLE_THREAD_BELOW) -> bool:
     """
     if n_points >= below or any(os.environ.get(v) for v in THREAD_VARIABLES):
         return False
+    numba = sys.modules.get("numba")
     for var in THREAD_VARIABLES:                 # libraries loaded later read these at load time
-        os.environ[var] = "1"
+        if not (var == "NUMBA_NUM_THREADS" and numba is not None):
+            os.environ[var] = "1"
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)                  # BLAS / OpenMP runtimes already loaded (numpy's OpenBLAS)
-    numba = sys.modules.get("numba")
-    if numba is not None:                        # NUMBA_NUM_THREADS is read only at numba's import
+    if numba is not None:
+        # numba already imported: its pool size is fixed at import, so only the number of threads
+        # used is lowered; changing NUMBA_NUM_THREADS now would make numba refuse to run
+        # ("Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched")
         numba.set_num_threads(1)
     return True

@@ -55,3 +55,30 @@ def test_a_thread_count_set_by_the_user_is_kept() -> None:
     out = _run(1_000, OMP_NUM_THREADS="2")
     assert out["done"] is False
     assert out["env"]["OMP_NUM_THREADS"] == "2" and out["env"]["OPENBLAS_NUM_THREADS"] is None
+
+
+_NUMBA_FIRST = r"""
+import json, numba, numpy as np                      # numba imported before the call (umap imported early)
+from pipeline.runtime import limit_threads
+done = limit_threads(500)
+
+@numba.njit(parallel=True)
+def total(x):
+    s = 0.0
+    for i in numba.prange(len(x)):
+        s += x[i]
+    return s
+
+print(json.dumps({"done": done, "numba": numba.get_num_threads(), "sum": total(np.ones(1000))}))
+"""
+
+
+def test_numba_imported_before_the_limit_still_runs() -> None:
+    """Setting NUMBA_NUM_THREADS after numba's import makes its next parallel call fail."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-c", _NUMBA_FIRST], cwd=REPO, capture_output=True, text=True,
+                          env={**clean, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"done": True, "numba": 1, "sum": 1000.0}
