@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline import paths
-from pipeline.config import parse_params
+from pipeline.config import load_params, parse_params
 from pipeline.errors import ConfigError, UserError
 from pipeline.stages import reduce as reduce_stage
 from tests.conftest import TINY_PARAMS, run_cli
@@ -247,8 +247,13 @@ def test_cli_reduce_and_probe_on_the_tiny_pipeline(staged_ws: Path) -> None:
 
     run_cli("probe", cwd=staged_ws)
     probes = json.loads((staged_ws / "metrics/probes.json").read_text())
-    assert list(probes) == names
+    assert list(probes) == names and len(names) >= 10                       # input + every LeNet layer
+    widths = {row["name"]: row["dim"] for row in index["layers"]}
+    max_dims = load_params(staged_ws / "params.yaml").probe.max_dims
     for name in names:
         assert 0.0 <= probes[name]["accuracy"] <= 1.0
-        assert 1 <= probes[name]["dims"] <= next(r["dim"] for r in index["layers"] if r["name"] == name)
+        if widths[name] <= max_dims:                                         # probed as it is
+            assert probes[name]["dims"] == widths[name], name
+        else:                                                                # PCA-reduced first
+            assert 1 <= probes[name]["dims"] <= max_dims, name
     assert probes[index["penultimate"]]["accuracy"] > 0.3                      # 2 epochs: well above chance
