@@ -68,6 +68,14 @@ class _PILDigits(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i, 0])), int(self.labels[i])
 
 
+def _step(model, opt, xb: torch.Tensor, yb: torch.Tensor) -> None:
+    """The optimisation step of the DataLoader and floor arms (the one ``fit`` takes for a classifier)."""
+    loss = torch.nn.functional.cross_entropy(model(xb), yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def _epoch_dataloader(model, opt, images, labels, batch_size, mean, std, workers: int = 0) -> float:
     from torchvision import transforms
 
@@ -77,10 +85,7 @@ def _epoch_dataloader(model, opt, images, labels, batch_size, mean, std, workers
     model.train()
     start = time.perf_counter()
     for xb, yb in loader:
-        loss = torch.nn.functional.cross_entropy(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(model, opt, xb, yb)
     return time.perf_counter() - start
 
 
@@ -91,10 +96,7 @@ def _epoch_floor(model, opt, x: torch.Tensor, y: torch.Tensor, batch_size: int, 
     start = time.perf_counter()
     for b in range(0, len(y), batch_size):
         idx = order[b:b + batch_size]
-        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(model, opt, x[idx], y[idx])
     return time.perf_counter() - start
 
 
@@ -162,12 +164,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     threads = torch.get_num_threads()
     print(f"LeNet, {args.n} images, batch {args.batch_size}, Adam, {threads} torch threads, "
           f"best of {args.epochs} alternating epochs")
-    print(f"{'DataLoader + ToTensor/Normalize':<36}{best['dataloader']:7.2f} s/epoch  "
-          f"(epochs: {', '.join(f'{t:.2f}' for t in times['dataloader'])})")
-    print(f"{'in-memory (ours, train.fit)':<36}{best['ours']:7.2f} s/epoch  "
-          f"(epochs: {', '.join(f'{t:.2f}' for t in times['ours'])})")
-    print(f"{'floor (model compute alone)':<36}{best['floor']:7.2f} s/epoch  "
-          f"(epochs: {', '.join(f'{t:.2f}' for t in times['floor'])})")
+    for key, label in (("dataloader", "DataLoader + ToTensor/Normalize"), ("ours", "in-memory (ours, train.fit)"),
+                       ("floor", "floor (model compute alone)")):
+        print(f"{label:<36}{best[key]:7.2f} s/epoch  (epochs: {', '.join(f'{t:.2f}' for t in times[key])})")
     if workers_s is not None:
         print(f"{'DataLoader, num_workers=2 (info)':<36}{workers_s:7.2f} s/epoch  (one epoch, incl. worker start)")
     print(f"speed-up of in-memory batching: {ratio:.2f}x (target >= {TARGET}x: "
