@@ -1,6 +1,6 @@
 """Every path the stages read or write, relative to the repository root (where dvc runs).
 
-dvc.yaml lists the same paths as deps/outs; ``tests/test_dvc_yaml.py`` checks they agree.
+dvc.yaml lists the same paths as deps/outs; ``tests/test_dvc_deps.py`` checks that each stage declares exactly the code it imports.
 """
 
 from __future__ import annotations
