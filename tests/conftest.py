@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.browser import SAVED as _BROWSER_ARTIFACTS
+from tests.browser import browser, chromium  # noqa: F401  (fixtures: a real headless Chromium)
+
 os.environ.setdefault("HIDDEN_SPACES_QUIET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -88,3 +91,11 @@ def staged_ws(pipeline_ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     shutil.copytree(pipeline_ws, ws)
     monkeypatch.chdir(ws)
     return ws
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """List the screenshots the browser tests saved (test artefacts)."""
+    if _BROWSER_ARTIFACTS:
+        terminalreporter.write_sep("-", "browser screenshots")
+        for path in _BROWSER_ARTIFACTS:
+            terminalreporter.write_line(str(path))
