@@ -8,12 +8,13 @@ traceback.
 
 from __future__ import annotations
 
+import enum
 import importlib
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -29,10 +30,44 @@ app = typer.Typer(
 
 _state: dict[str, Any] = {"params": Path("params.yaml")}
 
+# `-p FILE` is accepted before the command (`python -m pipeline -p p.yaml train`) and after it
+# (`python -m pipeline train -p p.yaml`); after wins.
+ParamsOption = Annotated[Optional[Path], typer.Option(
+    "--params", "-p", metavar="PATH", show_default=False,
+    help="params file to read (default: params.yaml; also accepted before the command)")]
+
+
+class Method(str, enum.Enum):
+    """The reduce methods (pipeline.config.METHODS; not imported here so --help stays light)."""
+
+    pca = "pca"
+    tsne = "tsne"
+    umap = "umap"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from pipeline import __version__
+
+        typer.echo(f"hidden-spaces {__version__}")
+        raise typer.Exit()
+
 
 @app.callback()
-def _root(params: Path = typer.Option(Path("params.yaml"), "--params", "-p", help="params file to read")) -> None:
+def _root(
+    params: Annotated[Path, typer.Option("--params", "-p", metavar="PATH",
+                                         help="params file to read (also accepted after the command)")]
+    = Path("params.yaml"),
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
     _state["params"] = params
+
+
+def _use(params: Optional[Path]) -> None:
+    """A command's own ``--params`` overrides the one given before the command."""
+    if params is not None:
+        _state["params"] = params
 
 
 def _load_params() -> Any:
@@ -63,73 +98,86 @@ def _stage(name: str, **kwargs: Any) -> Any:
         raise _Interrupted(int(getattr(exc, "signum", signal.SIGINT))) from None
 
 
-@app.command()
-def fetch() -> None:
+@app.command(short_help="Load the dataset into data/prepared.")
+def fetch(params: ParamsOption = None) -> None:
     """Load data.dataset and write data/prepared (uint8 images, labels, class names, info.json)."""
+    _use(params)
     _stage("fetch")
 
 
-@app.command()
-def train() -> None:
+@app.command(short_help="Train the model; write data/model, metrics/train.")
+def train(params: ParamsOption = None) -> None:
     """Train model.arch on data/prepared; write data/model and metrics/train (dvclive)."""
+    _use(params)
     _stage("train")
 
 
-@app.command()
-def extract() -> None:
+@app.command(short_help="Record every layer's activations.")
+def extract(params: ParamsOption = None) -> None:
     """Record every layer's activations on the test subset (and for each weight snapshot)."""
+    _use(params)
     _stage("extract")
 
 
-@app.command()
-def reduce(method: str = typer.Argument(..., help="pca, tsne or umap")) -> None:
+@app.command(short_help="Map every layer to 2-D/3-D with one method.")
+def reduce(method: Annotated[Method, typer.Argument(help="the mapping method", show_default=False)],
+           params: ParamsOption = None) -> None:
     """Fit METHOD (pca, tsne or umap) on every extracted layer; write embeddings and their metrics."""
-    _stage("reduce", method=method)
+    _use(params)
+    _stage("reduce", method=method.value)
 
 
-@app.command()
-def probe() -> None:
+@app.command(short_help="Linear-probe accuracy per layer.")
+def probe(params: ParamsOption = None) -> None:
     """Linear-probe accuracy per layer (logistic regression on the activations) -> metrics/probes.json."""
+    _use(params)
     _stage("probe")
 
 
-@app.command()
-def render() -> None:
+@app.command(short_help="Draw every figure into plots/.")
+def render(params: ParamsOption = None) -> None:
     """Draw every figure (scatters, progression grids, filters, feature maps, ...) into plots/."""
+    _use(params)
     _stage("render")
 
 
-@app.command()
-def projector() -> None:
+@app.command(short_help="Write the TensorBoard projector bundle.")
+def projector(params: ParamsOption = None) -> None:
     """Write a TensorBoard Embedding Projector bundle of every extracted layer to data/projector."""
+    _use(params)
     _stage("projector")
 
 
-@app.command()
-def diagnose() -> None:
+@app.command(short_help="Dead units and class tightness per layer.")
+def diagnose(params: ParamsOption = None) -> None:
     """Dead / saturated units and class tightness per layer -> metrics/diagnostics.json, plots/diagnostics."""
+    _use(params)
     _stage("diagnose")
 
 
-@app.command()
-def export() -> None:
+@app.command(short_help="Export the model as ONNX and TorchScript.")
+def export(params: ParamsOption = None) -> None:
     """Export the trained classifier as ONNX and TorchScript to data/export."""
+    _use(params)
     _stage("export")
 
 
-@app.command()
+@app.command(short_help="Compare the representations of two runs.")
 def compare(
     rev_a: str = typer.Argument(..., help="git revision or experiment name of the first run"),
     rev_b: str = typer.Argument(..., help="git revision or experiment name of the second run"),
     out: Path = typer.Option(Path("plots/compare"), "--out", "-o", help="folder for the report"),
+    params: ParamsOption = None,
 ) -> None:
     """Compare the representations of two runs: CKA between all layers, maps and metrics side by side."""
+    _use(params)
     _stage("compare", rev_a=rev_a, rev_b=rev_b, out=out)
 
 
-@app.command()
-def layers() -> None:
+@app.command(short_help="List the model's layers and output shapes.")
+def layers(params: ParamsOption = None) -> None:
     """List the layer names, output shapes and parameter counts of the model params.yaml describes."""
+    _use(params)
     from pipeline.datasets import load_info
     from pipeline.models import build_model, describe_layers
     from pipeline import paths
