@@ -1,6 +1,7 @@
 """Every path the stages read or write, relative to the repository root (where dvc runs).
 
-dvc.yaml lists the same paths as deps/outs; ``tests/test_dvc_deps.py`` checks that each stage declares exactly the code it imports.
+dvc.yaml lists the same paths as deps/outs; ``tests/test_dvc_deps.py`` checks that each stage
+declares exactly the code it imports.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ DATA = Path("data")
 RAW = DATA / "raw"                    # default data.root for torchvision datasets
 WEIGHTS = DATA / "weights"            # your own model.weights files (a train dep: replacing one reruns train)
 PREPARED = DATA / "prepared"          # fetch: uint8 images, labels, info.json
-MODEL = DATA / "model"                # train: weights, config, snapshots, tensorboard events
+MODEL = DATA / "model"                # train: weights, config, snapshots
 ACTIVATIONS = DATA / "activations"    # extract: one .npy per layer (+ snapshots/)
 EMBEDDINGS = DATA / "embeddings"      # reduce: data/embeddings/<method>/<layer>.npy
 PROJECTOR = DATA / "projector"        # projector: TensorBoard Embedding Projector bundle
 EXPORT = DATA / "export"              # export: ONNX / TorchScript
+
+# Logs: what differs on every run (timings, TensorBoard event files named after the time and PID).
+# Never a DVC output (DVC hashes every declared output, cached or not, so a timing there would
+# rerun everything downstream); git-ignored; each stage clears its own folder when it starts.
+LOGS = Path("logs")
+TRAIN_LOGS = LOGS / "train"           # train: tensorboard/ (scalars, filters per epoch), timings.json
+REDUCE_LOGS = LOGS / "reduce"         # reduce: <method>.json, seconds per layer
 
 METRICS = Path("metrics")
 TRAIN_METRICS = METRICS / "train"                 # dvclive: metrics.json + plots/metrics/*.tsv
@@ -41,6 +49,10 @@ def embedding_dir(method: str) -> Path:
 
 def embedding_metrics(method: str) -> Path:
     return EMBEDDING_METRICS / f"{method}.json"
+
+
+def reduce_log(method: str) -> Path:
+    return REDUCE_LOGS / f"{method}.json"
 
 
 def points_dir(method: str) -> Path:

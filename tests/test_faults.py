@@ -23,10 +23,9 @@ from tests.dvc_repo import _env, dvc, make_repo
 pytestmark = pytest.mark.slow
 
 
-def _digest(folder: Path, skip: tuple[str, ...] = ("tensorboard",)) -> dict[str, bytes]:
-    """Every file's bytes under ``folder`` (minus TensorBoard events, which hold wall-clock times)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not any(part in skip for part in p.relative_to(folder).parts)}
+def _digest(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes under ``folder``."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -36,17 +36,20 @@ def test_train_writes_weights_config_snapshots_and_metrics(trained):
     metrics = json.loads((trained / paths.TRAIN_METRICS / "metrics.json").read_text())
     assert 0.5 < metrics["test"]["accuracy"] <= 1.0
     assert set(metrics["per_class_accuracy"]) == {str(i) for i in range(10)}
-    assert metrics["params"] == 61706 and metrics["seconds_per_epoch"] > 0
+    assert metrics["params"] == 61706 and "seconds_per_epoch" not in metrics      # timings: logs/ (below)
     curve = (trained / paths.TRAIN_METRICS / "plots" / "metrics" / "test" / "accuracy.tsv").read_text().splitlines()
     assert curve[0].split("\t") == ["step", "accuracy"] and len(curve) == 1 + 2
-    events = list((model_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (model_dir / "tensorboard").exists()             # events hold the time: never a DVC output
+    events = list((trained / paths.TRAIN_LOGS / "tensorboard").glob("events.out.tfevents.*"))
     assert events
+    timings = json.loads((trained / paths.TRAIN_LOGS / "timings.json").read_text())
+    assert len(timings["epoch_seconds"]) == 2 and timings["seconds_per_epoch"] > 0
 
 
 def test_tensorboard_events_hold_filters_image(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(trained / paths.MODEL / "tensorboard"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(trained / paths.TRAIN_LOGS / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()
     assert "filters/first_layer" in acc.Tags()["images"]
     assert len(acc.Images("filters/first_layer")) == 2               # one per epoch

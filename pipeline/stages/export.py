@@ -84,10 +84,18 @@ def export_onnx(model: Network, example: torch.Tensor, path: Path, *, output_nam
 
 
 def export_torchscript(model: Network, example: torch.Tensor, path: Path) -> None:
-    """Trace ``model`` (eval mode, CPU) on ``example`` and save it with torch.jit.save."""
-    with artifacts.atomic_path(path) as tmp, _quiet_exporters():
+    """Trace ``model`` (eval mode, CPU) on ``example`` and save it with torch.jit.save.
+
+    Saved into memory, then written: given a file name, torch.jit.save names the archive's top
+    folder after the (temporary, random) file, so the same model would give other bytes every run;
+    into a buffer the folder is always ``archive``."""
+    import io
+
+    buffer = io.BytesIO()
+    with _quiet_exporters():
         traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(tmp))
+        torch.jit.save(traced, buffer)
+    artifacts.write_bytes(path, buffer.getvalue())
 
 
 def _batched(fn: Callable[[torch.Tensor], np.ndarray], images: np.ndarray, normalize: Callable, desc: str) -> np.ndarray:

@@ -10,6 +10,9 @@ UMAP's numba compilation is paid once. Reads ``data/activations/`` (``layers.jso
 - ``metrics/embeddings/<method>.json``: layer -> metric -> number (``dvc metrics diff``)
 - ``plots/points/<method>/<layer>.csv``: ``x,y[,z],label,class,prediction,correct``
 
+and ``logs/reduce/<method>.json``, seconds per layer and in all: outside what DVC hashes, since
+timings differ on every run.
+
 A layer that cannot be mapped (NaN/inf, constant, too few points) is skipped with a warning
 that names it, and its reason is recorded as ``skipped`` in the metrics file. A layer whose
 activations equal an earlier layer's (``flatten`` after ``pool2``, dropout at inference) gets
@@ -125,6 +128,8 @@ def run(params: Params, method: str) -> dict[str, Any]:
     act = paths.ACTIVATIONS
     out, metrics_path, points = paths.embedding_dir(method), paths.embedding_metrics(method), paths.points_dir(method)
     started = time.perf_counter()
+    artifacts.remove(paths.reduce_log(method))
+    timings: dict[str, float] = {}
     with artifacts.stage_outputs(out, metrics_path, points):
         index = artifacts.load_layer_index(act)
         classes = list(index.get("classes") or [])
@@ -154,7 +159,7 @@ def run(params: Params, method: str) -> dict[str, Any]:
             x = _load_layer(act / f"{name}.npy", len(labels))
             twin = seen.setdefault(fingerprint(x), name)
             if twin != name:                       # e.g. flatten == pool2, dropout at eval: same map
-                info["layers"][name] = {**info["layers"][twin], "seconds": 0.0, "same_as": twin}
+                info["layers"][name] = {**info["layers"][twin], "same_as": twin}
                 metrics[name] = dict(metrics[twin])
                 if twin in mapped:
                     artifacts.save_npy(out / f"{name}.npy", mapped[twin])
@@ -170,11 +175,12 @@ def run(params: Params, method: str) -> dict[str, Any]:
                 info["layers"][name] = {"status": "skipped", "reason": str(exc)}
                 metrics[name] = {"skipped": str(exc)}
                 continue
+            timings[name] = emb.info["seconds"]
             for note in emb.info["notes"]:
                 noted.setdefault(note, []).append(name)
             metrics[name] = layer_metrics(x, emb, labels, method, cfg)
             info["layers"][name] = {
-                "status": "ok", "reason": None, "seconds": emb.info["seconds"],
+                "status": "ok", "reason": None,
                 "knn_full_space": "full" if x.size <= FULL_KNN_MAX else f"pca{emb.features.pcs.shape[1]}",
                 "params": {k: v for k, v in emb.info.items() if k not in ("seconds",)},
             }
@@ -190,10 +196,11 @@ def run(params: Params, method: str) -> dict[str, Any]:
             raise UserError(f"reduce {method}: no layer could be mapped ({reasons}); "
                             f"check the model and rerun extract (`dvc repro extract`)")
         _snapshots(method, cfg, index, act, out, labels, anchors, info)
-        info["seconds"] = round(time.perf_counter() - started, 2)
         artifacts.save_json(out / "info.json", info)
         artifacts.save_json(metrics_path, metrics)
+    seconds = round(time.perf_counter() - started, 2)
+    artifacts.save_json(paths.reduce_log(method), {"seconds": seconds, "layers": timings})
     skipped = [k for k, v in info["layers"].items() if v["status"] != "ok"]
     log(f"reduce {method}: {len(mapped)} layers mapped" + (f", {len(skipped)} skipped ({', '.join(skipped)})"
-                                                           if skipped else "") + f" in {info['seconds']:.1f} s")
-    return {"method": method, "metrics": metrics, "skipped": skipped, "seconds": info["seconds"]}
+                                                           if skipped else "") + f" in {seconds:.1f} s")
+    return {"method": method, "metrics": metrics, "skipped": skipped, "seconds": seconds}

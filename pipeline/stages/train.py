@@ -5,8 +5,11 @@ normalised there (no per-sample PIL transforms, no DataLoader). Outputs:
 
 - ``data/model/model.safetensors`` + ``model.json`` (architecture, input shape, classes, layers)
 - ``data/model/snapshots/step_NNNNNN.safetensors`` + ``index.json`` (weights during training)
-- ``data/model/tensorboard/`` scalars and first-layer filters per epoch
 - ``metrics/train/metrics.json`` and ``metrics/train/plots/metrics/**.tsv`` (dvclive)
+
+and, outside what DVC hashes (they differ on every run), ``logs/train/``: ``tensorboard/`` (scalars
+and first-layer filters per epoch; ``tensorboard --logdir logs/train``) and ``timings.json``
+(seconds per epoch).
 """
 
 from __future__ import annotations
@@ -220,6 +223,7 @@ def run(params: Params) -> dict[str, Any]:
     from torch.utils.tensorboard import SummaryWriter
 
     cfg = params.train
+    artifacts.remove(paths.TRAIN_LOGS)                  # this run's logs only
     with artifacts.stage_outputs(paths.MODEL, paths.TRAIN_METRICS):
         data = load_prepared(paths.PREPARED)
         seed_everything(cfg.seed)
@@ -251,7 +255,7 @@ def run(params: Params) -> dict[str, Any]:
 
         steps_per_epoch = math.ceil(len(data.train_labels) / cfg.batch_size)
         snapshots = _Snapshots(paths.MODEL / SNAPSHOT_DIR, cfg.snapshot_every, steps_per_epoch)
-        tb = SummaryWriter(log_dir=str(paths.MODEL / "tensorboard"))
+        tb = SummaryWriter(log_dir=str(paths.TRAIN_LOGS / "tensorboard"))
         live = _open_live(paths.TRAIN_METRICS)
 
         def on_epoch(epoch: int, history: dict) -> None:
@@ -277,11 +281,13 @@ def run(params: Params) -> dict[str, Any]:
                 live.summary["accuracy"] = None
             live.summary["task"] = model.task
             live.summary["params"] = meta["params"]
-            seconds = history["epoch_seconds"]
-            live.summary["seconds_per_epoch"] = round(float(np.mean(seconds)), 3) if seconds else 0.0
         finally:
             tb.close()
         live.end()
+        seconds = [round(s, 3) for s in history["epoch_seconds"]]
+        artifacts.save_json(paths.TRAIN_LOGS / "timings.json",
+                            {"epoch_seconds": seconds, "seconds_per_epoch": round(float(np.mean(seconds)), 3)
+                             if seconds else None})
         model.to("cpu")
         save_model(paths.MODEL, model, meta)
         snapshots.write_index()
