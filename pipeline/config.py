@@ -58,6 +58,8 @@ class ModelConfig(_Section):
     growth: float = Field(2.0, gt=0, le=8)          # filters of block i = filters * growth**i
     padding: Literal["same", "valid"] = "same"      # cnn: keep the map size, or shrink it
     pool: Literal["max", "avg", "none"] = "max"     # cnn: pooling after each conv block
+    stride: int = Field(1, ge=1, le=8)              # cnn: conv stride (2 with pool: none: strided nets, no pooling)
+    conv2_filters: int = Field(16, ge=1, le=1024)   # lenet: second conv layer's filter count
     activation: Optional[Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu"]] = None  # None: arch default
     batch_norm: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)

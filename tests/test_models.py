@@ -93,3 +93,31 @@ def test_weights_round_trip_and_mismatch_names_first_tensor(tmp_path):
     wide = build_model(ModelConfig(arch="lenet", filters=8), (1, 28, 28), 10)
     with pytest.raises(UserError, match=r"tensor 'layers.conv1.weight' has shape \(6, 1, 5, 5\), the model expects \(8, 1, 5, 5\)"):
         load_weights_into(wide, tmp_path / "model.safetensors")
+
+
+def test_cnn_stride_two_without_pooling_halves_every_block():
+    cfg = ModelConfig(arch="cnn", stride=2, pool="none", kernel_size=3, conv_blocks=3)
+    model = build_model(cfg, (1, 28, 28), 10)
+    shapes = {row["name"]: row["shape"] for row in describe_layers(model, (1, 28, 28))}
+    assert shapes["conv1"] == [6, 14, 14] and shapes["conv2"] == [12, 7, 7] and shapes["conv3"] == [24, 4, 4]
+    assert not any(name.startswith("pool") for name in shapes)
+    assert dict(model.named_layers())["conv2"].stride == (2, 2)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    valid = build_model(ModelConfig(arch="cnn", stride=2, pool="none", padding="valid", conv_blocks=2),
+                        (1, 28, 28), 10)
+    shapes = {row["name"]: row["shape"] for row in describe_layers(valid, (1, 28, 28))}
+    assert shapes["conv1"] == [6, 12, 12] and shapes["conv2"] == [12, 4, 4]        # (28-5)//2+1, (12-5)//2+1
+
+
+def test_cnn_large_stride_shrinks_to_one_pixel_not_below():
+    model = build_model(ModelConfig(arch="cnn", stride=8, pool="max", kernel_size=3), (1, 28, 28), 10)
+    shapes = {row["name"]: row["shape"] for row in describe_layers(model, (1, 28, 28))}
+    assert shapes["conv1"] == [6, 4, 4] and shapes["conv2"] == [12, 1, 1]
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_lenet_conv2_width_from_params():
+    model = build_model(ModelConfig(arch="lenet", conv2_filters=32), (1, 28, 28), 10)
+    shapes = {row["name"]: row["shape"] for row in describe_layers(model, (1, 28, 28))}
+    assert shapes["conv2"] == [32, 10, 10] and shapes["pool2"] == [32, 5, 5]
+    assert dict(model.named_layers())["fc1"].in_features == 32 * 5 * 5

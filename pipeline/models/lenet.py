@@ -1,8 +1,8 @@
 """LeNet-5 (LeCun et al., 1998) with average-pool "subsampling".
 
 conv 5x5 (6) -> avg-pool 2 -> conv 5x5 (16) -> avg-pool 2 -> fc 120 -> fc 84 -> fc n_classes,
-tanh by default. ``model.filters`` sets the first conv's filter count and ``model.kernel_size``
-both kernels; inputs of up to 28 px get padding k//2 on the first conv (the classic 28x28 setup),
+tanh by default. ``model.filters`` sets the first conv's filter count, ``model.conv2_filters``
+the second's and ``model.kernel_size`` both kernels; inputs of up to 28 px get padding k//2 on the first conv (the classic 28x28 setup),
 larger ones none (the classic 32x32 setup).
 """
 
@@ -32,11 +32,11 @@ def build_lenet(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: 
         ("conv1", nn.Conv2d(c, cfg.filters, k, padding=pad1)),   # (B, F, s, s)
         ("act1", make_activation(act)),
         ("pool1", nn.AvgPool2d(2)),
-        ("conv2", nn.Conv2d(cfg.filters, 16, k)),
+        ("conv2", nn.Conv2d(cfg.filters, cfg.conv2_filters, k)),
         ("act2", make_activation(act)),
-        ("pool2", nn.AvgPool2d(2)),                                # (B, 16, s2, s2)
+        ("pool2", nn.AvgPool2d(2)),                                # (B, conv2_filters, s2, s2)
         ("flatten", nn.Flatten()),
     ]
-    layers += dense_head(16 * s2 * s2, hidden, n_classes, act, cfg.dropout, first_act=3)
+    layers += dense_head(cfg.conv2_filters * s2 * s2, hidden, n_classes, act, cfg.dropout, first_act=3)
     return Classifier(layers)
 
