@@ -154,6 +154,26 @@ def test_activity_histograms_dead_bar_counts_dead_units():
         pd.activity_histograms([], {}, {}, {}, n_inputs=1)
 
 
+def test_activity_histograms_say_saturated_for_tanh_and_count_whole_units():
+    activity = {"act1": np.array([0.0, 0.0, 0.0, 0.5, 1.0]), "act2": np.array([0.0, 0.9, 0.9])}
+    summaries = {"act1": dg.dead_summary(activity["act1"], "tanh", 0.4),
+                 "act2": dg.dead_summary(activity["act2"], "relu")}
+    fig = pd.activity_histograms(["act1", "act2"], activity, summaries, {"act1": "tanh", "act2": "relu"},
+                                 n_inputs=50)
+    assert "3/5 saturated" in fig.axes[0].get_title() and "dead" not in fig.axes[0].get_title()
+    assert "1/3 dead" in fig.axes[1].get_title()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("saturated" in t for t in legend) and any(t.startswith("dead") for t in legend)
+    assert "saturated =" in fig._suptitle.get_text() and "dead =" in fig._suptitle.get_text()
+    fig.canvas.draw()
+    for ax in fig.axes[:2]:
+        ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    only_tanh = pd.activity_histograms(["act1"], activity, summaries, {"act1": "tanh"}, n_inputs=50)
+    assert not any("dead" in t.get_text() for t in only_tanh.legends[0].get_texts())
+    assert "dead" not in only_tanh._suptitle.get_text()
+
+
 def test_tightness_bars_one_bar_per_class_shared_scale():
     t = {"fc1": np.array([0.5, 0.7, 0.2]), "fc2": np.array([0.1, np.nan, 0.3])}
     fig = pd.tightness_bars(["fc1", "fc2"], t, ["a", "b", "c"])

@@ -23,44 +23,73 @@ _DEAD = "#d62728"
 _ALIVE = "#4c72b0"
 
 
+_SATURATING = ("tanh", "sigmoid")
+
+
+def _words(kind: str) -> tuple[str, str, str]:
+    """(what a useless unit is called, its bar's legend, the x axis) for one activation kind: a
+    tanh / sigmoid unit that never responds is saturated on every input, not "dead" at zero."""
+    if kind in _SATURATING:
+        return ("saturated", "saturated on every input (no gradient)",
+                "fraction of values where the unit is not saturated")
+    return "dead", "dead (never active)", "fraction of values where the unit is active"
+
+
 def activity_histograms(layers: Sequence[str], activity: Mapping[str, np.ndarray],
                         summaries: Mapping[str, Mapping[str, float]], kinds: Mapping[str, str], *,
                         n_inputs: int, bins: int = 20, max_cols: int = 4) -> Figure:
     """One panel per layer: histogram of each unit's active fraction (0..1; ``activity[layer]`` is
     (U,), for conv channels the fraction of inputs x positions, :func:`pipeline.diagnostics.unit_activity`'s ``density``)
-    over the ``n_inputs`` extracted inputs. Units never active (dead) get their own red bar left
-    of 0; the title gives the dead count, and the saturated share of values for tanh / sigmoid."""
+    over the ``n_inputs`` extracted inputs. Units never active get their own red bar left of 0:
+    "dead" for rectifiers, "saturated" for tanh / sigmoid (the words of the title, bar, legend and
+    axis follow the layer's kind); the title gives that count, and the saturated share of values
+    for tanh / sigmoid. The y axis counts whole units."""
+    from matplotlib.ticker import MaxNLocator
+
     if not layers:
         raise ValueError("no layers to draw")
     rows, cols = grid_shape(len(layers), max_cols)
     fig = new_figure(cols * 3.0 + 0.4, rows * 2.5 + 0.9)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     edges = np.linspace(0.0, 1.0, bins + 1)
+    legend: dict[str, object] = {}
     for i, (ax, name) in enumerate(zip(axes, layers)):
+        kind = str(kinds[name])
+        word, bar_label, xlabel = _words(kind)
         a = np.asarray(activity[name], dtype=float)
         dead = a == 0
         counts, _ = np.histogram(a[~dead], bins=edges)
+        alive = "not saturated on some inputs" if kind in _SATURATING else "active on some inputs"
         ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=_ALIVE, edgecolor="white",
-               linewidth=0.5, label="active on some inputs")
+               linewidth=0.5, label=alive)
         width = 1.0 / bins
         ax.bar([-width], [int(dead.sum())], width=width, align="edge", color=_DEAD, edgecolor="white",
-               linewidth=0.5, label="dead (never active)", gid="dead-bar")
+               linewidth=0.5, label=bar_label, gid="dead-bar")
         s = summaries[name]
-        title = f"{i + 1}. {name} ({kinds[name]})\n{int(s['n_dead'])}/{int(s['n_units'])} dead"
+        title = f"{i + 1}. {name} ({kind})\n{int(s['n_dead'])}/{int(s['n_units'])} {word}"
         if "saturated_fraction" in s and np.isfinite(s["saturated_fraction"]):
             title += f", {100 * s['saturated_fraction']:.0f}% values saturated"
         ax.set_title(title, fontsize=9, color=_DEAD if s["dead_fraction"] > 0.5 else "black")
         ax.set_xlim(-1.5 * width, 1.0 + 0.5 * width)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))     # units are counted, never fractional
         ax.tick_params(labelsize=7)
         if i // cols == rows - 1 or i + cols >= len(layers):
-            ax.set_xlabel("fraction of values where the unit is active", fontsize=8)
+            ax.set_xlabel(xlabel, fontsize=8)
         if i % cols == 0:
             ax.set_ylabel("units", fontsize=8)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
     hide_unused(axes, len(layers))
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.legend(list(legend.values()), list(legend.keys()), loc="outside lower center", ncol=min(len(legend), 4),
+               fontsize=8, frameon=False)
+    present = {str(kinds[n]) in _SATURATING for n in layers}
+    rule = []
+    if False in present:
+        rule.append("dead = never active on any input at any position")
+    if True in present:
+        rule.append("saturated = in the flat tail of tanh / sigmoid on every input at every position")
     fig.suptitle(f"Unit activity on {n_inputs} extracted inputs (conv channels: share of inputs x positions;\n"
-                 f"dead = never active on any input at any position)", fontsize=11)
+                 f"{'; '.join(rule)})", fontsize=11)
     return fig
 
 
