@@ -363,3 +363,20 @@ def test_save_figure_failure_leaves_no_file(tmp_path: Path):
     with pytest.raises(RuntimeError):
         artifacts.save_figure(tmp_path / "x.png", Broken())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_redundancy_figure_with_activation_correlation_boxes_both_panels():
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(5, 2, 3, 3))
+    act = np.eye(5)
+    act[1, 4] = act[4, 1] = 0.97
+    act[0, 2] = act[2, 0] = -0.93
+    fig = plots.redundancy_figure(w, layer="conv2", threshold=0.9, activation_corr=act, max_shift=1, n_images=40)
+    weight_pairs = len(plots.redundant_pairs(plots.filter_correlations(w), 0.9))
+    titled = [ax for ax in fig.axes if "near-duplicate" in ax.get_title()]
+    assert len(titled) == 2
+    counts = [sum(p.get_gid() == "redundant-pair" for p in ax.patches) for ax in titled]
+    assert counts == [weight_pairs, 2]
+    assert "maps on 40 images" in titled[1].get_title() and "2 near-duplicate pairs" in titled[1].get_title()
+    with pytest.raises(ValueError, match="activation_corr has shape"):
+        plots.redundancy_figure(w, layer="conv2", threshold=0.9, activation_corr=np.eye(3))

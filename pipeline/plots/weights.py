@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from pipeline.plots.common import annotate_cells, grid_shape, hide_unused, new_figure, symmetric_limit
+from pipeline.redundancy import filter_correlations, redundant_pairs
 
 __all__ = ["filter_montage", "conv_weights_grid", "weight_images", "filter_correlations", "redundant_pairs",
            "redundancy_figure", "DIVERGING"]
@@ -143,49 +144,11 @@ def weight_images(weights: np.ndarray, input_shape: Sequence[int], *, layer: str
     return fig
 
 
-def filter_correlations(weights: np.ndarray) -> np.ndarray:
-    """(F, F) Pearson correlation of the flattened filters (or dense units); a constant filter
-    correlates 0 with everything (and 1 with itself)."""
-    flat = np.asarray(weights, dtype=float).reshape(len(weights), -1)
-    centred = flat - flat.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(centred, axis=1)
-    safe = np.where(norms > 0, norms, 1.0)
-    unit = centred / safe[:, None]
-    corr = np.clip(unit @ unit.T, -1.0, 1.0)
-    corr[norms == 0] = 0.0
-    corr[:, norms == 0] = 0.0
-    np.fill_diagonal(corr, 1.0)
-    return corr
-
-
-def redundant_pairs(corr: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """Pairs ``(i, j, r)`` with ``i < j`` and ``|r| >= threshold``: near-duplicate (or sign-flipped) filters."""
-    corr = np.asarray(corr)
-    i, j = np.triu_indices(len(corr), k=1)
-    keep = np.abs(corr[i, j]) >= threshold
-    return [(int(a), int(b), float(corr[a, b])) for a, b in zip(i[keep], j[keep])]
-
-
-def redundancy_figure(weights: np.ndarray, *, layer: str, threshold: float, max_thumbnails: int = 24) -> Figure:
-    """Correlation matrix of a layer's filters with every near-duplicate pair (|r| >= threshold)
-    boxed in the upper triangle (patches with gid ``redundant-pair``), and the filters themselves
-    underneath (when there are few enough) so the indices can be matched to pictures."""
-    w = np.asarray(weights, dtype=float)
-    corr = filter_correlations(w)
-    pairs = redundant_pairs(corr, threshold)
-    f = len(w)
-    thumbs = w.ndim == 4 and f <= max_thumbnails
-    side = float(np.clip(0.42 * f + 2.5, 5.0, 10.0))
-    fig = new_figure(side + 1.4, side + (1.3 if thumbs else 0.4))
-    if thumbs:
-        grid = fig.add_gridspec(2, f, height_ratios=[side, max(side / f, 0.5) + 0.2])
-        ax = fig.add_subplot(grid[0, :])
-        small = [fig.add_subplot(grid[1, k]) for k in range(f)]
-    else:
-        ax = fig.add_subplot()
-        small = []
+def _correlation_panel(fig, ax, corr: np.ndarray, pairs, *, threshold: float, label: str, title: str) -> None:
+    """One correlation matrix with its near-duplicate pairs boxed (gid ``redundant-pair``)."""
+    f = len(corr)
     image = ax.imshow(corr, cmap=DIVERGING, vmin=-1, vmax=1, interpolation="nearest")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="correlation of the filters' weights")
+    fig.colorbar(image, ax=ax, shrink=0.8, label=label)
     if f <= 16:
         annotate_cells(ax, corr, image, fontsize=7 if f > 10 else 8, skip_diagonal=True)
     for a, b, _ in pairs:
@@ -199,15 +162,57 @@ def redundancy_figure(weights: np.ndarray, *, layer: str, threshold: float, max_
     ax.set_xlabel("filter")
     ax.set_ylabel("filter")
     listed = ", ".join(f"{a}~{b} ({r:+.2f})" for a, b, r in pairs[:6]) + (" ..." if len(pairs) > 6 else "")
-    ax.set_title(f"{layer}: {len(pairs)} near-duplicate filter pair{'s' if len(pairs) != 1 else ''} "
+    ax.set_title(f"{title}: {len(pairs)} near-duplicate pair{'s' if len(pairs) != 1 else ''} "
                  f"(|r| >= {threshold:g}, boxed)" + (f"\n{listed}" if pairs else ""), fontsize=10)
+
+
+def redundancy_figure(weights: np.ndarray, *, layer: str, threshold: float, max_thumbnails: int = 24,
+                      activation_corr: np.ndarray | None = None, max_shift: int = 0,
+                      n_images: int | None = None) -> Figure:
+    """Correlation matrix of a layer's filters with every near-duplicate pair (|r| >= threshold)
+    boxed (patches with gid ``redundant-pair``), and the filters themselves underneath (when there
+    are few enough) so the indices can be matched to pictures. With ``activation_corr``
+    (:func:`pipeline.redundancy.activation_correlations` of the layer's maps on ``n_images``
+    images, max over shifts up to ``max_shift`` px) a second matrix beside it: filters whose maps
+    are the same up to a small shift, which the weights alone miss."""
+    w = np.asarray(weights, dtype=float)
+    corr = filter_correlations(w)
+    pairs = redundant_pairs(corr, threshold)
+    f = len(w)
+    panels = [(corr, pairs, "correlation of the filters' weights", "weights")]
+    if activation_corr is not None:
+        act = np.asarray(activation_corr, dtype=float)
+        if act.shape != corr.shape:
+            raise ValueError(f"activation_corr has shape {act.shape}, the layer has {f} filters")
+        shift = f", best shift <= {max_shift} px" if max_shift else ""
+        on = f" on {n_images} images" if n_images else ""
+        panels.append((act, redundant_pairs(act, threshold), f"correlation of the output maps{shift}",
+                       f"maps{on}"))
+    thumbs = w.ndim == 4 and f <= max_thumbnails
+    side = float(np.clip(0.42 * f + 2.5, 5.0, 10.0))
+    n_panels = len(panels)
+    fig = new_figure(n_panels * (side + 1.4), side + (1.3 if thumbs else 0.4))
+    if thumbs:
+        grid = fig.add_gridspec(2, f * n_panels, height_ratios=[side, max(side / f, 0.5) + 0.2])
+        axes = [fig.add_subplot(grid[0, k * f:(k + 1) * f]) for k in range(n_panels)]
+        small = [fig.add_subplot(grid[1, k]) for k in range(f * n_panels)]
+    else:
+        grid = fig.add_gridspec(1, n_panels)
+        axes = [fig.add_subplot(grid[0, k]) for k in range(n_panels)]
+        small = []
+    for ax, (matrix, found, label, title) in zip(axes, panels):
+        _correlation_panel(fig, ax, matrix, found, threshold=threshold, label=label,
+                           title=f"{layer}, {title}" if n_panels > 1 else layer)
     if small:
         vmax = symmetric_limit(w)
         for k, sub in enumerate(small):
+            if k >= f * n_panels:
+                break
+            i = k % f
             if w.shape[1] == 3:
-                sub.imshow(_rgb(w[k], vmax), interpolation="nearest")
+                sub.imshow(_rgb(w[i], vmax), interpolation="nearest")
             else:
-                sub.imshow(w[k].mean(axis=0), cmap=DIVERGING, vmin=-vmax, vmax=vmax, interpolation="nearest")
+                sub.imshow(w[i].mean(axis=0), cmap=DIVERGING, vmin=-vmax, vmax=vmax, interpolation="nearest")
             _no_ticks(sub)
-            sub.set_xlabel(str(k), fontsize=8)
+            sub.set_xlabel(str(i), fontsize=8)
     return fig
