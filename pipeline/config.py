@@ -33,6 +33,7 @@ CLASSIFIER_ARCHS = ("lenet", "cnn", "mlp", "linear")
 AUTOENCODER_ARCHS = ("ae", "conv_ae", "vae")
 ARCHS = CLASSIFIER_ARCHS + AUTOENCODER_ARCHS
 METHODS = ("pca", "tsne", "umap")
+METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}    # display names (titles, axes)
 
 
 class _Section(BaseModel):

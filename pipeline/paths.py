@@ -36,7 +36,7 @@ DIAGNOSTICS_METRICS = METRICS / "diagnostics.json"
 EXPORT_METRICS = METRICS / "export.json"          # export: agreement of the exported models
 
 PLOTS = Path("plots")
-POINTS = PLOTS / "points"                         # plots/points/<method>/<layer>.csv (DVC scatter)
+POINTS = PLOTS / "points"                         # plots/points/<method>/<NN>_<layer>.csv (DVC scatter)
 FIGURES = PLOTS / "figures"                       # render: PNG figures
 CONFUSION = PLOTS / "confusion.csv"               # DVC confusion template
 COMPARE = PLOTS / "compare"                       # compare command output (not a DVC stage)
@@ -57,3 +57,16 @@ def reduce_log(method: str) -> Path:
 
 def points_dir(method: str) -> Path:
     return POINTS / method
+
+
+def layer_stem(position: int, n_layers: int, layer: str) -> str:
+    """``12_act4``: a layer's name after its 1-based place among the extracted layers (the input
+    is 1), zero-padded so that files and projector tensors sort from the input to the output."""
+    if not 1 <= position <= n_layers:
+        raise ValueError(f"position {position} outside 1..{n_layers}")
+    return f"{position:0{max(2, len(str(n_layers)))}d}_{layer}"
+
+
+def points_file(method: str, position: int, n_layers: int, layer: str) -> Path:
+    """plots/points/<method>/<NN>_<layer>.csv: one map's points for DVC's plots (network order)."""
+    return points_dir(method) / f"{layer_stem(position, n_layers, layer)}.csv"

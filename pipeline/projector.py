@@ -21,6 +21,12 @@ How the plugin (tensorboard/plugins/projector/projector_plugin.py) reads it, and
   what fits are dropped from tensors and metadata alike (:func:`select_points`), so the
   i-th row of every file is the same point.
 - Tensors with fewer than 2 rows or 2 columns are hidden by the front end.
+- The front end (tensorboard 2.x, `_generateUiForNewCheckpointForRun`) sorts its tensor menu:
+  tensors with metadata first, then more rows first, then by name; it opens on the first entry
+  and colours by nothing ("No color map") whatever the bundle says (bookmarks load only on a
+  click). So names that sort in network order (``01_input``, ..., ``13_logits``) give the menu
+  in network order, and the tensor to open on is listed once more under a name that sorts before
+  all of them (``first`` in :func:`write_bundle`; same tensor file, no copy).
 - The plugin decides in a background thread whether it has data, so a fresh TensorBoard lists
   the tab as inactive ("No dashboards are active") until the page is reloaded. An event file
   holding one summary tagged with the plugin name ``projector`` makes the tab active on the
@@ -374,6 +380,7 @@ def write_bundle(out_dir: str | Path, tensors: Mapping[str, np.ndarray], *, labe
                  classes: Sequence[str], preds: np.ndarray | None = None,
                  confidence: np.ndarray | None = None, images: np.ndarray | None = None,
                  tensor_format: str = "bytes", max_points: int | None = None,
+                 first: tuple[str, str] | None = None,
                  progress: Callable[[Iterable], Iterable] = lambda it: it) -> dict[str, Any]:
     """Write a whole bundle into ``out_dir``; return a summary.
 
@@ -381,7 +388,9 @@ def write_bundle(out_dir: str | Path, tensors: Mapping[str, np.ndarray], *, labe
     rows aligned with ``labels``, ``preds``, ``confidence`` and ``images`` (uint8 (n, C, H, W),
     or None for no sprite). At most ``max_points`` points are kept, and no more than the
     sprite can hold; the same rows go into every file. Layers with dim < 2 are skipped (the
-    projector cannot show them). ``progress`` wraps the loop over layers.
+    projector cannot show them). ``first = (tensor, menu_name)`` lists ``tensor`` again at the top
+    of the projector's menu as ``menu_name``, which must sort before every tensor name, so the
+    projector opens on it (see the module notes). ``progress`` wraps the loop over layers.
     """
     out_dir = Path(out_dir)
     labels = np.asarray(labels)
@@ -441,7 +450,15 @@ def write_bundle(out_dir: str | Path, tensors: Mapping[str, np.ndarray], *, labe
                            "single_image_dim": sprite_info and sprite_info["single_image_dim"]})
     if not embeddings:
         raise ValueError("no layer can be shown (every one has dim < 2)")
+    if first is not None:
+        key, menu_name = first
+        if key not in layers:
+            raise ValueError(f"first: {key!r} is not a written tensor ({', '.join(layers)})")
+        if any(menu_name >= name for name in layers):
+            raise ValueError(f"first: {menu_name!r} must sort before every tensor name, or the projector "
+                             f"opens on another one")
+        embeddings.insert(0, {**next(e for e in embeddings if e["tensor_name"] == key), "tensor_name": menu_name})
     artifacts.write_text(out_dir / CONFIG_NAME, config_text(embeddings))
     artifacts.write_bytes(out_dir / EVENT_NAME, marker_event())
     return {"n_points": int(len(keep)), "n_total": int(n_total), "layers": layers, "skipped": skipped,
-            "sprite": sprite_info, "points": keep}
+            "sprite": sprite_info, "points": keep, "first": first and first[1]}

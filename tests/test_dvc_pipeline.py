@@ -48,7 +48,7 @@ def test_repro_from_scratch_writes_every_output(pipeline_repo):
                  "data/projector/projector_config.pbtxt", "data/export/export.json", "metrics/train/metrics.json",
                  "metrics/embeddings/tsne.json", "metrics/probes.json", "metrics/render.json",
                  "metrics/diagnostics.json", "plots/confusion.csv", "plots/figures/progression_tsne.png",
-                 "plots/points/umap/act4.csv"):
+                 "plots/points/umap/12_act4.csv"):
         assert (root / path).exists(), path
 
 

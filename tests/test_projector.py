@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -87,6 +88,19 @@ def test_bundle_layout_and_config(tmp_path: Path) -> None:
     cfg_path = str(tmp_path / "projector_config.pbtxt")
     for rel in (conv.tensor_path, conv.metadata_path, conv.sprite.image_path):
         assert Path(_rel_to_abs_asset_path(rel, cfg_path)).is_file()
+
+
+def test_first_entry_shares_the_tensor_and_must_sort_first(tmp_path: Path) -> None:
+    inputs = _bundle_inputs()
+    tensors = inputs.pop("tensors")
+    summary = projector.write_bundle(tmp_path, tensors, classes=CLASSES, first=("fc", "* fc"), **inputs)
+    config = _parse_config(tmp_path / "projector_config.pbtxt")
+    assert [e.tensor_name for e in config.embeddings] == ["* fc", "conv", "fc"]
+    assert config.embeddings[0].tensor_path == config.embeddings[2].tensor_path == "tensors/fc.bytes"
+    assert summary["first"] == "* fc" and list(summary["layers"]) == ["conv", "fc"]
+    for first, problem in [(("fc", "fc first"), "must sort before"), (("nope", "* x"), "not a written tensor")]:
+        with pytest.raises(ValueError, match=problem):
+            projector.write_bundle(tmp_path / "bad", tensors, classes=CLASSES, first=first, **inputs)
 
 
 def test_marker_event_makes_the_projector_plugin_active(tmp_path: Path) -> None:
@@ -279,12 +293,16 @@ def test_stage_tsv_without_sprite_and_max_points(staged_ws: Path) -> None:
                                "sprite": False})
     summary = stage.run(load_params(staged_ws / "params.yaml"))
     out = staged_ws / "data" / "projector"
-    assert sorted(p.name for p in (out / "tensors").iterdir()) == ["fc1.tsv", "input.tsv"]
+    extracted = [l["name"] for l in json.loads((staged_ws / "data/activations/layers.json").read_text())["layers"]]
+    fc1 = f"{extracted.index('fc1') + 1:02d}_fc1"                  # its place in network order
+    assert sorted(p.name for p in (out / "tensors").iterdir()) == ["01_input.tsv", f"{fc1}.tsv"]
+    # the layer before the output is not among projector.layers: no extra first entry
+    assert [e.tensor_name for e in _parse_config(out / "projector_config.pbtxt").embeddings] == ["01_input", fc1]
     assert not (out / "sprite.png").exists()
     keep = np.asarray(summary["points"])
     assert len(keep) == 50
     acts = np.load(staged_ws / "data" / "activations" / "fc1.npy")
-    back = _tb_read_tensor(out / "tensors" / "fc1.tsv", (50, acts.shape[1]))
+    back = _tb_read_tensor(out / "tensors" / f"{fc1}.tsv", (50, acts.shape[1]))
     np.testing.assert_allclose(back, acts[keep], rtol=1e-6, atol=1e-30)
     header, rows = _metadata(out / "metadata.tsv")
     labels = np.load(staged_ws / "data" / "activations" / "labels.npy")
@@ -302,10 +320,11 @@ def test_stage_leaves_out_layers_extract_flagged_non_finite(staged_ws: Path, cap
     index["nonfinite_layers"] = ["conv1"]
     index_path.write_text(json.dumps(index))
     summary = stage.run(load_params(staged_ws / "params.yaml"))
-    assert "conv1" not in summary["layers"] and "fc1" in summary["layers"]
+    assert "02_conv1" not in summary["layers"] and "09_fc1" in summary["layers"]
     assert "layer conv1 has NaN or inf" in capfd.readouterr().err
     names = [e.tensor_name for e in _parse_config(staged_ws / "data/projector/projector_config.pbtxt").embeddings]
-    assert names == [l["name"] for l in index["layers"] if l["name"] != "conv1"]
+    stems = [f"{i:02d}_{l['name']}" for i, l in enumerate(index["layers"], start=1) if l["name"] != "conv1"]
+    assert names == ["* 12_act4 (before the output)"] + stems
 
 
 @pytest.mark.slow
@@ -323,6 +342,23 @@ def test_unknown_layer_is_one_line_exit_2_and_no_output(staged_ws: Path) -> None
 
 
 # --------------------------------------------------------------------------- real TensorBoard
+
+def _frontend_menu(embeddings: list[dict]) -> list[str]:
+    """The projector front end's tensor menu, first entry opened (tensorboard 2.x
+    projector_binary.js, ``_generateUiForNewCheckpointForRun``): 2-D tensors with more than one
+    row and column; those with metadata first, then names without "/Adagrad", then more rows
+    first, then by name."""
+    shown = [e for e in embeddings if len(e["tensorShape"]) == 2 and min(e["tensorShape"]) > 1]
+    key = lambda e: (not e.get("metadataPath"), "/Adagrad" in e["tensorName"], -e["tensorShape"][0],
+                     e["tensorName"].encode("utf-16-be"))
+    return [e["tensorName"] for e in sorted(shown, key=key)]
+
+
+def test_frontend_menu_model() -> None:
+    emb = lambda name, rows=5, meta=True: {"tensorName": name, "tensorShape": [rows, 3], "metadataPath": meta and "m"}
+    menu = _frontend_menu([emb("b"), emb("a", meta=False), emb("c", rows=9), emb("x/Adagrad"), emb("d", rows=1)])
+    assert menu == ["c", "b", "x/Adagrad", "a"]
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -397,25 +433,32 @@ def test_real_tensorboard_serves_every_layer(staged_ws: Path, tmp_path: Path) ->
         status, body, _ = _get(f"{api}/info?run=.")
         assert status == 200
         info = {e["tensorName"]: e for e in json.loads(body)["embeddings"]}
-        assert list(info) == [l["name"] for l in layers]
+        # every layer under its place in the network, so the menu runs from input to output; the
+        # layer before the output is listed first once more, and the projector opens on it
+        stems = [f"{i:02d}_{l['name']}" for i, l in enumerate(index["layers"], start=1) if l["dim"] >= 2]
+        first = f"* {stems[-2]} (before the output)"
+        assert index["penultimate"] == layers[-2]["name"] == "act4" and stems[-1] == "13_logits"
+        assert list(info) == [first] + stems
+        assert _frontend_menu(list(info.values())) == [first] + stems
+        assert info[first]["tensorPath"] == info[stems[-2]]["tensorPath"]
 
-        for layer in layers:
-            name, dim = layer["name"], layer["dim"]
+        for stem, layer in [(first, layers[-2])] + list(zip(stems, layers)):
+            name, dim = stem, layer["dim"]
             assert info[name]["tensorShape"] == [n, dim]
             assert info[name]["sprite"]["singleImageDim"] == [28, 28]
-            status, body, ctype = _get(f"{api}/tensor?run=.&name={name}")
+            status, body, ctype = _get(f"{api}/tensor?run=.&name={urllib.parse.quote(name)}")
             assert status == 200 and ctype.startswith("application/octet-stream"), body[:200]
             assert len(body) == n * dim * 4
             served = np.frombuffer(body, dtype="<f4").reshape(n, dim)
-            np.testing.assert_array_equal(served, np.load(acts / f"{name}.npy").astype(np.float32))
+            np.testing.assert_array_equal(served, np.load(acts / f"{layer['name']}.npy").astype(np.float32))
 
-            status, body, _ = _get(f"{api}/metadata?run=.&name={name}")
+            status, body, _ = _get(f"{api}/metadata?run=.&name={urllib.parse.quote(name)}")
             lines = body.decode().splitlines()
             assert status == 200 and lines[0] == "label\tclass\tprediction\tcorrect\tconfidence"
             assert len(lines) == n + 1
             assert [int(line.split("\t")[0]) for line in lines[1:]] == labels.tolist()
 
-            status, body, ctype = _get(f"{api}/sprite_image?run=.&name={name}")
+            status, body, ctype = _get(f"{api}/sprite_image?run=.&name={urllib.parse.quote(name)}")
             assert status == 200 and ctype == "image/png" and body[:8] == b"\x89PNG\r\n\x1a\n"
             sprite = Image.open(io.BytesIO(body))
             cols = int(np.ceil(np.sqrt(n)))

@@ -116,8 +116,11 @@ def test_reduce_writes_every_output(synthetic: dict, method: str, capfd: pytest.
         assert coords.shape == (60, 2) and coords.dtype == np.float32 and np.isfinite(coords).all()
         assert info["layers"][good]["status"] == "ok" and "seconds" not in info["layers"][good]
         assert json.loads(paths.reduce_log(method).read_text())["layers"][good] >= 0     # timings: logs/
-        rows = read_csv(paths.points_dir(method) / f"{good}.csv")
-        assert list(rows[0]) == ["x", "y", "label", "class", "prediction", "correct"]
+        place = list(metrics).index(good) + 1                                # 1-based, from the input
+        rows = read_csv(paths.points_dir(method) / f"{place:02d}_{good}.csv")
+        assert list(rows[0]) == ["x", "y", "label", "class", "prediction", "correct", "map"]
+        title = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}[method] + f": {good} (layer {place} of 5)"
+        assert {r["map"] for r in rows} == {title}
         assert len(rows) == 60
         assert [int(r["label"]) for r in rows] == labels.tolist()
         assert [r["class"] for r in rows] == [CLASSES[i] for i in labels]
@@ -140,8 +143,8 @@ def test_reduce_3d_points_have_z(workspace: Path) -> None:
     x, labels = blobs()
     write_activations(workspace, {"input": x, "fc": x[:, :4] * 2}, labels)           # no preds (autoencoder)
     reduce_stage.run(params(pca={"n_components": 3}), "pca")
-    rows = read_csv(paths.points_dir("pca") / "fc.csv")
-    assert list(rows[0]) == ["x", "y", "z", "label", "class"]
+    rows = read_csv(paths.points_dir("pca") / "02_fc.csv")
+    assert list(rows[0]) == ["x", "y", "z", "label", "class", "map"]
     assert np.load(paths.embedding_dir("pca") / "fc.npy").shape == (60, 3)
 
 
@@ -160,7 +163,10 @@ def test_identical_layers_are_mapped_once(workspace: Path, monkeypatch: pytest.M
     assert metrics["flatten"] == metrics["pool2"]
     out = paths.embedding_dir("pca")
     np.testing.assert_array_equal(np.load(out / "flatten.npy"), np.load(out / "pool2.npy"))
-    assert (paths.points_dir("pca") / "flatten.csv").read_text() == (paths.points_dir("pca") / "pool2.csv").read_text()
+    flatten, pool2 = (read_csv(paths.points_dir("pca") / name) for name in ("03_flatten.csv", "02_pool2.csv"))
+    assert {r.pop("map") for r in flatten} == {"PCA: flatten (layer 3 of 3)"}
+    assert {r.pop("map") for r in pool2} == {"PCA: pool2 (layer 2 of 3)"}
+    assert flatten == pool2
 
 
 def test_too_few_points_clamp_and_record(workspace: Path, capfd: pytest.CaptureFixture) -> None:
@@ -179,10 +185,10 @@ def test_too_few_points_clamp_and_record(workspace: Path, capfd: pytest.CaptureF
 def test_unknown_method_is_one_line(workspace: Path) -> None:
     with pytest.raises(UserError, match=r"^unknown reduce method 'isomap'; use one of pca, tsne, umap"):
         reduce_stage.run(params(), "isomap")
+    # the command line refuses it before the stage runs: a usage error (exit 2) listing the choices
     proc = run_cli("reduce", "isomap", cwd=workspace, check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [
-        "error: unknown reduce method 'isomap'; use one of pca, tsne, umap (e.g. `python -m pipeline reduce tsne`)"]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "'isomap' is not one of 'pca', 'tsne', 'umap'" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_unsupported_combination_fails_before_touching_outputs(synthetic: dict) -> None:
@@ -233,7 +239,8 @@ def test_cli_reduce_and_probe_on_the_tiny_pipeline(staged_ws: Path) -> None:
             coords = np.load(staged_ws / f"data/embeddings/{method}/{name}.npy")
             assert coords.shape == (n, 2) and np.isfinite(coords).all()
             assert 0.0 <= metrics[name]["knn_accuracy"] <= 1.0
-            assert len(read_csv(staged_ws / f"plots/points/{method}/{name}.csv")) == n
+            place = names.index(name) + 1
+            assert len(read_csv(staged_ws / f"plots/points/{method}/{place:02d}_{name}.csv")) == n
         assert sum("skipped" not in m for m in metrics.values()) >= len(names) - 1
         # chance is 0.1: digits separate somewhat even in pixels (t-SNE), less on 2 principal axes
         assert metrics["input"]["knn_accuracy"] > (0.5 if method == "tsne" else 0.25)

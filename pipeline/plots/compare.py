@@ -14,19 +14,19 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from pipeline.config import METHOD_NAMES
 from pipeline.plots.common import (axis_labels, class_colors, class_legend, draw_classes, label_centroids,
                                    marker_size, new_figure)
 
 __all__ = ["cka_heatmap", "maps_side_by_side", "method_name"]
 
-_METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
 _MAX_ANNOTATED = 40          # layers per side above which cell values are too small to print
 
 
 def method_name(method: str) -> str:
     """Display name of a reduction method: PCA, t-SNE, UMAP."""
-    return _METHOD_NAMES.get(method, method)
+    return METHOD_NAMES.get(method, method)
 
 
 def cka_heatmap(matrix: np.ndarray, layers_a: Sequence[str], layers_b: Sequence[str], *, label_a: str,

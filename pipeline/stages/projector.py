@@ -4,6 +4,11 @@ Writes a TensorBoard Embedding Projector bundle (see :mod:`pipeline.projector` f
 of every extracted layer, or of ``projector.layers``: one tensor per layer, one shared
 ``metadata.tsv`` and ``sprite.png``, and ``projector_config.pbtxt``. Open it with
 ``tensorboard --logdir data/projector`` (Projector tab; the run is called ``.``).
+
+Tensors are named after their place among the extracted layers (``01_input`` ... ``13_logits``,
+:func:`pipeline.paths.layer_stem`), so the projector's menu runs from the input to the output;
+the layer before the output is listed first once more (``* 12_act4 (before the output)``), so
+the projector opens on it.
 """
 
 from __future__ import annotations
@@ -62,6 +67,10 @@ def run(params: Params) -> dict[str, Any]:
 
         labels = artifacts.load_labels(src / "labels.npy", len(index["classes"]))
         n = len(labels)
+        stems = {name: paths.layer_stem(i, len(extracted), name) for i, name in enumerate(extracted, start=1)}
+        penultimate = index.get("penultimate")
+        first = ((stems[penultimate], f"* {stems[penultimate]} (before the output)")
+                 if penultimate in layers else None)
         tensors = {}
         for name in layers:
             x = artifacts.load_npy(src / f"{name}.npy", dtype=np.floating, ndim=2, mmap=True,
@@ -69,7 +78,7 @@ def run(params: Params) -> dict[str, Any]:
             if len(x) != n:
                 raise UserError(f"{src / f'{name}.npy'} has {len(x)} rows but labels.npy has {n}; "
                                 f"rerun `dvc repro extract`")
-            tensors[name] = x
+            tensors[stems[name]] = x
         preds = confidence = None
         if index.get("task", "classify") == "classify" and (src / "preds.npy").exists():
             preds = artifacts.load_npy(src / "preds.npy", dtype=np.integer, ndim=1, what="predictions")
@@ -92,7 +101,7 @@ def run(params: Params) -> dict[str, Any]:
             summary = projector.write_bundle(
                 paths.PROJECTOR, tensors, labels=labels, classes=index["classes"], preds=preds,
                 confidence=confidence, images=images, tensor_format=cfg.tensor_format,
-                max_points=cfg.max_points,
+                max_points=cfg.max_points, first=first,
                 progress=lambda names: progress(names, desc="projector", unit="layer"))
         except ValueError as exc:
             raise UserError(f"projector: {exc}") from None

@@ -8,7 +8,8 @@ UMAP's numba compilation is paid once. Reads ``data/activations/`` (``layers.jso
 - ``data/embeddings/<method>/<layer>.npy`` (n, 2 or 3) float32, and ``info.json``
 - ``data/embeddings/<method>/snapshots/<layer>/step_NNNNNN.npy``: snapshot maps, aligned
 - ``metrics/embeddings/<method>.json``: layer -> metric -> number (``dvc metrics diff``)
-- ``plots/points/<method>/<layer>.csv``: ``x,y[,z],label,class,prediction,correct``
+- ``plots/points/<method>/<NN>_<layer>.csv``: ``x,y[,z],label,class[,prediction,correct],map``, NN the
+  layer's place from the input (:func:`pipeline.paths.points_file`), ``map`` the chart title
 
 and ``logs/reduce/<method>.json``, seconds per layer and in all: outside what DVC hashes, since
 timings differ on every run.
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import artifacts, paths
-from pipeline.config import METHODS, Params, ReduceConfig
+from pipeline.config import METHOD_NAMES, METHODS, Params, ReduceConfig
 from pipeline.errors import UserError
 from pipeline.quality import explained_variance, knn_accuracy, map_metrics
 from pipeline.reducers import (Embedding, SkipLayer, check_config, embed, embed_frames, fingerprint,
@@ -67,9 +68,17 @@ def layer_metrics(x: np.ndarray, emb: Embedding, labels: np.ndarray, method: str
     return out
 
 
+def map_title(method: str, layer: str, position: int, n_layers: int) -> str:
+    """``t-SNE: act4 (layer 12 of 13)``: a map's title, the place counted from the input (= 1)."""
+    return f"{METHOD_NAMES.get(method, method)}: {layer} (layer {position} of {n_layers})"
+
+
 def points_columns(coords: np.ndarray, labels: np.ndarray, classes: list[str],
-                   preds: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The CSV columns of one map, vectorised: x, y[, z], label, class[, prediction, correct]."""
+                   preds: np.ndarray | None, title: str | None = None) -> dict[str, np.ndarray]:
+    """The CSV columns of one map, vectorised: x, y[, z], label, class[, prediction, correct][, map].
+
+    ``map`` repeats the chart title on every row: DVC's plot templates get one title per plot
+    definition (a whole folder of maps), so the template reads each chart's title from its data."""
     columns: dict[str, np.ndarray] = {axis: coords[:, i] for i, axis in enumerate("xyz"[:coords.shape[1]])}
     names = np.asarray(classes, dtype=object)
     columns["label"] = labels
@@ -77,6 +86,8 @@ def points_columns(coords: np.ndarray, labels: np.ndarray, classes: list[str],
     if preds is not None:
         columns["prediction"] = preds
         columns["correct"] = (preds == labels).astype(np.int64)
+    if title is not None:
+        columns["map"] = np.full(len(labels), title)
     return columns
 
 
@@ -141,6 +152,14 @@ def run(params: Params, method: str) -> dict[str, Any]:
             raise UserError(f"{act / 'preds.npy'}: {len(preds)} rows but labels.npy has {len(labels)}; "
                             f"rerun extract (`dvc repro extract`)")
         layer_names = [row["name"] for row in index["layers"]]
+        place = {name: i for i, name in enumerate(layer_names, start=1)}
+        n_layers = len(layer_names)
+
+        def save_points(name: str, coords: np.ndarray) -> None:
+            artifacts.save_csv(paths.points_file(method, place[name], n_layers, name),
+                               points_columns(coords, labels, classes, preds,
+                                              map_title(method, name, place[name], n_layers)))
+
         d = n_components(method, cfg)
         info: dict[str, Any] = {"method": method, "n_components": d, "n": int(len(labels)),
                                 "params": {"pca_dims": cfg.pca_dims, "seed": cfg.seed, "knn_k": cfg.knn_k,
@@ -163,7 +182,7 @@ def run(params: Params, method: str) -> dict[str, Any]:
                 metrics[name] = dict(metrics[twin])
                 if twin in mapped:
                     artifacts.save_npy(out / f"{name}.npy", mapped[twin])
-                    artifacts.save_csv(points / f"{name}.csv", points_columns(mapped[twin], labels, classes, preds))
+                    save_points(name, mapped[twin])
                     mapped[name] = mapped[twin]
                     if name in snapshot_layers:
                         anchors[name] = (x, mapped[twin])
@@ -185,7 +204,7 @@ def run(params: Params, method: str) -> dict[str, Any]:
                 "params": {k: v for k, v in emb.info.items() if k not in ("seconds",)},
             }
             artifacts.save_npy(out / f"{name}.npy", emb.coords)
-            artifacts.save_csv(points / f"{name}.csv", points_columns(emb.coords, labels, classes, preds))
+            save_points(name, emb.coords)
             mapped[name] = emb.coords
             if name in snapshot_layers:            # the final map anchors the snapshot sequence
                 anchors[name] = (x, emb.coords)
