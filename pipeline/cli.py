@@ -174,6 +174,25 @@ def compare(
     _stage("compare", rev_a=rev_a, rev_b=rev_b, out=out)
 
 
+@app.command("convert-weights", short_help="Convert a PyTorch checkpoint to safetensors.")
+def convert_weights(
+    checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint (.pth / .pt): a state dict, or a dict holding one"),
+    out: Path = typer.Argument(..., help="safetensors file to write (e.g. data/weights/resnet18.safetensors)"),
+) -> None:
+    """Convert a PyTorch checkpoint to safetensors for model.weights (read with weights_only=True, never unpickled)."""
+    from pipeline.convert import convert_weights as convert
+
+    notes = convert(checkpoint, out)
+    extra = []
+    if notes["found"] != "top level":
+        extra.append(f"state dict found under {notes['found']}")
+    if notes["stripped_prefix"]:
+        extra.append(f"'{notes['stripped_prefix']}' prefix removed")
+    if notes["skipped"]:
+        extra.append(f"{notes['skipped']} entries that are not tensors left out")
+    typer.echo(f"wrote {out}: {notes['tensors']} tensors" + (f" ({'; '.join(extra)})" if extra else ""))
+
+
 @app.command(short_help="List the model's layers and output shapes.")
 def layers(params: ParamsOption = None) -> None:
     """List the layer names, output shapes and parameter counts of the model params.yaml describes."""

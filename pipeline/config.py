@@ -12,11 +12,12 @@ Sections missing from the file take their defaults, so a minimal params.yaml is 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline import paths
 from pipeline.errors import ConfigError
@@ -51,8 +52,13 @@ class DataConfig(_Section):
     seed: int = Field(0, ge=0)
 
 
+TORCHVISION_PREFIX = "torchvision:"
+_FACTORY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class ModelConfig(_Section):
-    arch: Literal["lenet", "cnn", "mlp", "linear", "ae", "conv_ae", "vae"] = "lenet"
+    # one of ARCHS, `torchvision:<name>` (any image classifier of torchvision.models) or `custom` (model.factory)
+    arch: str = "lenet"
     filters: int = Field(6, ge=1, le=1024)          # first conv layer's filter count (every conv arch)
     kernel_size: int = Field(5, ge=1, le=256)       # conv kernel side, up to the whole image
     conv_blocks: int = Field(2, ge=1, le=8)         # cnn / conv_ae: number of conv blocks
@@ -69,6 +75,36 @@ class ModelConfig(_Section):
     tied_weights: bool = False                      # autoencoders: decoder uses the encoder's transposed weights
     variant: Literal["fc", "conv"] = "fc"           # vae: fully connected or convolutional
     weights: Optional[str] = None                   # safetensors file to load instead of training
+    stem: Literal["small", "imagenet"] = "small"    # torchvision archs: small-image stem (28-32 px) or torchvision's own
+    factory: Optional[str] = None                   # arch custom: "package.module:function" (input_shape, n_classes)
+
+    @field_validator("arch")
+    @classmethod
+    def _arch_known(cls, value: str) -> str:
+        if value in ARCHS or value == "custom":
+            return value
+        if value.startswith(TORCHVISION_PREFIX):
+            if not re.fullmatch(r"[a-z0-9_]+", value[len(TORCHVISION_PREFIX):]):
+                raise ValueError("expected torchvision:<name> with a torchvision.models name, e.g. torchvision:resnet18")
+            return value                           # the name itself is checked when the model is built
+        close = difflib.get_close_matches(value, [*ARCHS, "custom"], n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ValueError(f"{hint}must be one of {', '.join(ARCHS)}, custom (with model.factory) or "
+                         f"torchvision:<name> (e.g. torchvision:resnet18)")
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_form(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _FACTORY.match(value):
+            raise ValueError('expected "package.module:function", e.g. "models.my_net:build"')
+        return value
+
+    @model_validator(mode="after")
+    def _factory_with_custom(self) -> "ModelConfig":
+        if self.arch == "custom" and not self.factory:
+            raise ValueError('model.arch = custom needs model.factory = "package.module:function", '
+                             'e.g. "models.my_net:build"')
+        return self
 
     @field_validator("hidden")
     @classmethod
@@ -76,6 +112,12 @@ class ModelConfig(_Section):
         if value is not None and any(int(v) < 1 for v in value):
             raise ValueError("every hidden size must be a positive integer")
         return value
+
+
+class AugmentConfig(_Section):
+    crop: bool = False                              # random crop of the zero-padded image, per image
+    padding: int = Field(4, ge=1, le=64)            # crop: pixels of padding on each side
+    flip: bool = False                              # random horizontal flip, per image (not for digits)
 
 
 class TrainConfig(_Section):
@@ -91,20 +133,44 @@ class TrainConfig(_Section):
     kl_weight: float = Field(1.0, ge=0)             # vae: weight of the KL term
     noise: float = Field(0.0, ge=0.0, lt=1.0)       # denoising: masking fraction or gaussian std
     noise_kind: Literal["masking", "gaussian"] = "masking"
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)   # sgd
+    nesterov: bool = False                          # sgd: Nesterov momentum (needs momentum > 0)
+    schedule: Literal["none", "cosine", "step"] = "none"   # learning rate over epochs
+    step_size: int = Field(10, ge=1)                # schedule step: epochs between decays
+    gamma: float = Field(0.1, gt=0.0, le=1.0)       # schedule step: factor per decay
+    augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "TrainConfig":
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("train.nesterov = true needs train.optimizer = sgd and train.momentum > 0")
+        return self
 
 
 class ExtractConfig(_Section):
-    layers: Optional[list[str]] = None              # None: every named layer (plus `input`)
+    # auto: `input` + block-level outputs (ours: every named layer); all: `input` + every leaf module; or a list
+    layers: Union[Literal["auto", "all"], list[str], None] = "auto"    # None: auto (older params files)
+    spatial: Literal["auto", "flatten", "mean", "max"] = "auto"       # conv maps: kept whole or pooled per channel
+    pool_above: int = Field(16384, ge=1)            # spatial auto: pool maps with more values per image than this
     n_samples: Optional[int] = Field(None, ge=10)   # stratified subset of the test split; None: all
     dtype: Literal["float32", "float16"] = "float32"
     snapshot_layers: Optional[list[str]] = None     # None: the layer before the output
     batch_size: int = Field(256, ge=1, le=65_536)
     seed: int = Field(0, ge=0)
 
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layers_form(cls, value: Any) -> Any:
+        if value is None or value in ("auto", "all") or (isinstance(value, list)
+                                                         and all(isinstance(v, str) for v in value)):
+            return value
+        raise ValueError("must be auto, all or a list of layer names (`python -m pipeline layers` lists them)")
+
     @field_validator("layers", "snapshot_layers")
     @classmethod
-    def _non_empty(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        if value is not None and len(value) == 0:
+    def _non_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) == 0:
             raise ValueError("empty list; leave it out (null) to use the default layers")
         return value
 
@@ -244,6 +310,8 @@ def _describe(err: dict, raw: dict, source: str) -> str:
     value = _get(raw, loc)
     msg = err["msg"]
     msg = _printable(" ".join(msg.replace("Input should be", "must be").replace("Value error, ", "").split()))
+    if isinstance(value, dict) and msg.startswith(f"{key}."):     # a section-level rule: it names its keys
+        return f"{source}: {msg}"
     shown = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("...").strip()
     shown = _printable(" ".join(shown.split()))          # one line, whatever the value holds
     if len(shown) > 60:

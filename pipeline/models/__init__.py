@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from pipeline import artifacts
-from pipeline.config import ModelConfig
+from pipeline.config import TORCHVISION_PREFIX, ModelConfig
 from pipeline.errors import UserError
 from pipeline.models.common import Classifier, Network
 
@@ -41,7 +41,13 @@ def _builders() -> dict[str, Callable[..., Network]]:
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: int) -> Network:
-    """Build ``cfg.arch`` for images of ``input_shape`` (C, H, W) and ``n_classes`` classes."""
+    """Build ``cfg.arch`` for images of ``input_shape`` (C, H, W) and ``n_classes`` classes:
+    one of ours, ``torchvision:<name>`` or ``custom`` (``cfg.factory``), see :mod:`pipeline.models.foreign`."""
+    if cfg.arch.startswith(TORCHVISION_PREFIX) or cfg.arch == "custom":
+        from pipeline.models.foreign import build_custom, build_torchvision
+
+        build = build_custom if cfg.arch == "custom" else build_torchvision
+        return build(cfg, tuple(int(s) for s in input_shape), int(n_classes))
     builders = _builders()
     if cfg.arch not in builders:
         raise UserError(f"model.arch = {cfg.arch} is not available in this build; "
@@ -68,9 +74,10 @@ def describe_layers(model: Network, input_shape: tuple[int, int, int]) -> list[d
         model.train(was_training)
         for h in handles:
             h.remove()
+    about = getattr(model, "layer_about", None)     # models that are not ours: block type, params, ends_with
     return [
-        {"name": name, "type": type(module).__name__, "shape": list(shapes.get(name, ())),
-         "params": sum(p.numel() for p in module.parameters(recurse=False))}
+        {"name": name, **(about(name) if about else {"type": type(module).__name__}), "shape": list(shapes.get(name, ())),
+         **({} if about else {"params": sum(p.numel() for p in module.parameters(recurse=False))})}
         for name, module in model.named_layers()
     ]
 
