@@ -195,11 +195,15 @@ def convert_weights(
 
 @app.command(short_help="List the model's layers and output shapes.")
 def layers(params: ParamsOption = None) -> None:
-    """List the layer names, output shapes and parameter counts of the model params.yaml describes."""
+    """List the layers extract.layers picks from the model params.yaml describes: type, output shape,
+    values per image, values stored per image (extract.spatial) and parameters, with the totals."""
     _use(params)
-    from pipeline.datasets import load_info
-    from pipeline.models import build_model, describe_layers
+    import numpy as np
+
     from pipeline import paths
+    from pipeline.datasets import load_info
+    from pipeline.models import build_model, describe_layers, select_layers
+    from pipeline.spatial import pooling_for, stored_shape
 
     params = _load_params()
     info_path = paths.PREPARED / "info.json"
@@ -209,10 +213,30 @@ def layers(params: ParamsOption = None) -> None:
     else:
         shape, n_classes = ((3, 32, 32) if params.data.dataset == "cifar10" else (1, 28, 28)), 10
     model = build_model(params.model, shape, n_classes)
-    typer.echo(f"{'layer':<12} {'type':<12} {'output shape':<16} params")
-    typer.echo(f"{'input':<12} {'-':<12} {str(tuple(shape)):<16} 0")
-    for row in describe_layers(model, shape):
-        typer.echo(f"{row['name']:<12} {row['type']:<12} {str(tuple(row['shape'])):<16} {row['params']}")
+    cfg = params.extract
+    wanted = cfg.layers if isinstance(cfg.layers, str) or cfg.layers is None else [n for n in cfg.layers if n != "input"]
+    rows = describe_layers(model, shape, select_layers(model, wanted))
+    if cfg.layers in (None, "auto", "all") or "input" in cfg.layers:
+        rows = [{"name": "input", "type": "-", "shape": list(shape), "params": 0}] + rows
+    width = max(12, *(len(r["name"]) for r in rows)) + 1
+    twidth = max(12, *(len(r["type"]) for r in rows)) + 1
+    typer.echo(f"{'layer':<{width}} {'type':<{twidth}} {'output shape':<16} {'values/image':>12} {'stored':>10} "
+               f"{'params':>11}")
+    total_values = total_stored = 0
+    for row in rows:
+        values = int(np.prod(row["shape"]))
+        pooling = pooling_for(row["shape"], cfg.spatial, cfg.pool_above) if row["name"] != "input" else "flatten"
+        stored = int(np.prod(stored_shape(row["shape"], pooling)))
+        total_values, total_stored = total_values + values, total_stored + stored
+        note = "" if pooling == "flatten" else f"  ({pooling}-pooled)"
+        typer.echo(f"{row['name']:<{width}} {row['type']:<{twidth}} {str(tuple(row['shape'])):<16} {values:>12,} "
+                   f"{stored:>10,} {row['params']:>11,}{note}")
+    n = cfg.n_samples or params.data.n_test or 1000
+    size = total_stored * n * (2 if cfg.dtype == "float16" else 4) / 2**30
+    which = cfg.layers if isinstance(cfg.layers, str) else ("auto" if cfg.layers is None else "a list")
+    typer.echo(f"total: {len(rows)} layers (extract.layers: {which}), {total_values:,} values per image, "
+               f"{total_stored:,} stored (extract.spatial: {cfg.spatial}), about {size:.2f} GiB for {n:,} images in "
+               f"{cfg.dtype}; {sum(p.numel() for p in model.parameters()):,} parameters")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -87,10 +87,10 @@ class ModelConfig(_Section):
             if not re.fullmatch(r"[a-z0-9_]+", value[len(TORCHVISION_PREFIX):]):
                 raise ValueError("expected torchvision:<name> with a torchvision.models name, e.g. torchvision:resnet18")
             return value                           # the name itself is checked when the model is built
-        close = difflib.get_close_matches(value, [*ARCHS, "custom"], n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise ValueError(f"{hint}must be one of {', '.join(ARCHS)}, custom (with model.factory) or "
-                         f"torchvision:<name> (e.g. torchvision:resnet18)")
+        close = difflib.get_close_matches(value, [*ARCHS, "custom"], n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"must be one of {', '.join(ARCHS)}, custom (with model.factory) or "
+                         f"torchvision:<name> (e.g. torchvision:resnet18){hint}")
 
     @field_validator("factory")
     @classmethod

@@ -59,7 +59,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {first[:160]}); "
-                        f"save it with torch.save(model.state_dict(), path)") from None
+                        f"save `model.state_dict()` with torch.save and convert that") from None
     try:
         state, found = _state_of(obj)
     except UserError as exc:

@@ -13,7 +13,7 @@ import yaml
 from tests.conftest import REPO, TINY_PARAMS, deep_update
 
 # Files the pipeline needs; data/, metrics/ and plots/ are outputs and start empty.
-_COPY = ["pipeline", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore",
+_COPY = ["pipeline", "models", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore",
          "data/.gitignore", "data/weights/README.md"]
 
 

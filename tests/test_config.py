@@ -32,7 +32,7 @@ def test_missing_file_means_defaults(tmp_path):
         ({"train": {"epochs": -1}}, "train.epochs = -1: must be greater than or equal to 0"),
         ({"train": {"epochs": "ten"}}, "train.epochs = ten: must be a valid integer"),
         ({"train": {"lr": 0}}, "train.lr = 0: must be greater than 0"),
-        ({"model": {"arch": "resnet"}}, "model.arch = resnet: must be 'lenet', 'cnn'"),
+        ({"model": {"arch": "resnet"}}, "model.arch = resnet: must be one of lenet, cnn, mlp, linear, ae, conv_ae, vae, custom (with model.factory) or torchvision:<name>"),
         ({"data": {"dataset": "imagenet"}}, "data.dataset = imagenet: must be 'mnist-5k'"),
         ({"model": {"filtres": 8}}, "model.filtres: unknown key; did you mean 'filters'?"),
         ({"modle": {}}, "modle: unknown key; did you mean 'model'?"),

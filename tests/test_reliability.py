@@ -299,7 +299,7 @@ MODEL_CASES = [
     ("config-no-model", lambda: edit_json(M / "model.json", without("model")),
      "data/model/model.json: malformed model config (no `model` section); rerun `dvc repro train`"),
     ("config-unknown-arch", lambda: edit_json(M / "model.json", lambda d: {**d, "model": {**d["model"], "arch": "resnet"}}),
-     "data/model/model.json: malformed model config (model.arch: Input should be 'lenet', 'cnn'"),
+     "data/model/model.json: malformed model config (model.arch: must be one of lenet, cnn, mlp"),
     ("config-2d-input", lambda: edit_json(M / "model.json", lambda d: {**d, "input_shape": [28, 28]}),
      "data/model/model.json: malformed model config (`input_shape` = [28, 28] is not [C, H, W])"),
     ("config-no-mean", lambda: edit_json(M / "model.json", without("mean")),

@@ -10,7 +10,7 @@ and the architecture as JSON; nothing is pickled.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -19,7 +19,7 @@ from pipeline.config import TORCHVISION_PREFIX, ModelConfig
 from pipeline.errors import UserError
 from pipeline.models.common import Classifier, Network
 
-__all__ = ["build_model", "describe_layers", "save_model", "load_model", "load_meta", "load_weights_into",
+__all__ = ["build_model", "describe_layers", "select_layers", "save_model", "load_model", "load_meta", "load_weights_into",
            "check_weights_config", "Network", "Classifier", "WEIGHTS_FILE", "CONFIG_FILE"]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -55,12 +55,51 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: 
     return builders[cfg.arch](cfg, tuple(int(s) for s in input_shape), int(n_classes))
 
 
+def select_layers(model: Network, which: str | Sequence[str] | None = "auto",
+                  key: str = "extract.layers") -> list[tuple[str, torch.nn.Module]]:
+    """The (name, module) pairs ``extract.layers`` means, forward order, without ``input``.
+
+    ``auto`` (or None): ``model.named_layers()`` (ours: every layer; others: the block-level outputs).
+    ``all``: every leaf module (ours: the same as auto). A list: those names, in the order given,
+    each a name of ``auto`` or ``all`` or any module path of a model that is not ours (``layer1.0``);
+    an unknown name is a ConfigError listing the valid ones."""
+    auto = list(model.named_layers())
+    if which in (None, "auto"):
+        return auto
+    leaves = list(model.all_layers()) if hasattr(model, "all_layers") else auto
+    if which == "all":
+        return leaves
+    known = dict(auto) | dict(leaves)
+    net = getattr(model, "net", None)
+    out = []
+    for name in which:
+        if name in known:
+            out.append((name, known[name]))
+            continue
+        try:
+            module = net.get_submodule(name) if net is not None and name else None
+        except AttributeError:
+            module = None
+        if module is None:
+            from pipeline.errors import ConfigError
+
+            names = ["input", *dict.fromkeys([*dict(auto), *dict(leaves)])]
+            shown = ", ".join(names[:40]) + (f", ... ({len(names) - 40} more)" if len(names) > 40 else "")
+            raise ConfigError(f"{key}: unknown layer '{name}'; valid names: {shown} "
+                              f"(`python -m pipeline layers` lists them)")
+        out.append((name, module))
+    return out
+
+
 @torch.no_grad()
-def describe_layers(model: Network, input_shape: tuple[int, int, int]) -> list[dict[str, Any]]:
-    """Name, type, output shape (without batch) and parameter count of every hookable layer."""
+def describe_layers(model: Network, input_shape: tuple[int, int, int],
+                    layers: Sequence[tuple[str, torch.nn.Module]] | None = None) -> list[dict[str, Any]]:
+    """Name, type, output shape (without batch) and parameter count of every hookable layer
+    (``layers``: these (name, module) pairs instead of ``model.named_layers()``)."""
+    layers = list(model.named_layers()) if layers is None else list(layers)
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
-    for name, module in model.named_layers():
+    for name, module in layers:
         def hook(_m, _inp, out, name=name):
             out = out[0] if isinstance(out, (tuple, list)) else out
             shapes[name] = tuple(out.shape[1:])
@@ -78,7 +117,7 @@ def describe_layers(model: Network, input_shape: tuple[int, int, int]) -> list[d
     return [
         {"name": name, **(about(name) if about else {"type": type(module).__name__}), "shape": list(shapes.get(name, ())),
          **({} if about else {"params": sum(p.numel() for p in module.parameters(recurse=False))})}
-        for name, module in model.named_layers()
+        for name, module in layers
     ]
 
 
@@ -167,7 +206,7 @@ def _meta_problem(meta: Any, full: bool) -> str | None:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("literal["))
-        return f"model.{key}: {' '.join(err['msg'].split())}"
+        return f"model.{key}: {' '.join(err['msg'].replace('Value error, ', '').split())}"
     shape = meta.get("input_shape")
     if not isinstance(shape, list) or len(shape) != 3 or not all(_count(v) for v in shape):
         return f"`input_shape` = {str(shape)[:40]} is not [C, H, W]"

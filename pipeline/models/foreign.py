@@ -352,8 +352,9 @@ def auto_layers(net: nn.Module, calls: dict[str, int]) -> list[tuple[str, str]]:
     ``avgpool``, ``fc``. VGG: the max-pool that ends each conv block, ``avgpool`` and the classifier's
     layers. Anything else (MobileNet, EfficientNet, ConvNeXt, DenseNet, RegNet, your own module): the
     top-level children, with a top-level ``nn.Sequential`` / ``nn.ModuleList`` opened one level (the
-    stages of ``features``, the layers of ``classifier``); dropout and identity layers, and modules
-    that never ran, are left out.
+    stages of ``features``, the layers of ``classifier``) unless the model itself is an
+    ``nn.Sequential`` (then its children are the blocks); dropout and identity layers, modules that
+    never ran and leaves that ran more than once are left out.
     """
     import torchvision.models as tvm
 
@@ -363,7 +364,7 @@ def auto_layers(net: nn.Module, calls: dict[str, int]) -> list[tuple[str, str]]:
         return [(n, p) for n, p in names if _ran_once(calls, p)]
     out: list[tuple[str, str]] = []
     for child_name, child in net.named_children():
-        if isinstance(child, (nn.Sequential, nn.ModuleList)):
+        if isinstance(child, (nn.Sequential, nn.ModuleList)) and not isinstance(net, nn.Sequential):
             items = [(f"{child_name}.{n}", m) for n, m in child.named_children()]
             if isinstance(net, tvm.VGG) and child_name == "features":
                 items = [(p, m) for p, m in items if isinstance(m, nn.MaxPool2d)]

@@ -44,7 +44,7 @@ def choose_layers(model: Network, wanted: Sequence[str] | None, key: str = "extr
     for n in names:
         if not _SAFE_NAME.match(n):  # pragma: no cover - our models use plain names
             raise UserError(f"layer name {n!r} cannot be a file name")
-    if wanted is None:
+    if wanted is None or wanted in ("auto", "all"):
         return [INPUT, *names]
     valid = [INPUT, *names]
     unknown = [w for w in wanted if w not in valid]
