@@ -153,7 +153,8 @@ class ExtractConfig(_Section):
     layers: Union[Literal["auto", "all"], list[str], None] = "auto"    # None: auto (older params files)
     spatial: Literal["auto", "flatten", "mean", "max"] = "auto"       # conv maps: kept whole or pooled per channel
     pool_above: int = Field(16384, ge=1)            # spatial auto: pool maps with more values per image than this
-    n_samples: Optional[int] = Field(None, ge=10)   # stratified subset of the test split; None: all
+    split: Literal["test", "train", "all"] = "test"   # images to map; all: test then train (up to 70,000)
+    n_samples: Optional[int] = Field(None, ge=10)   # stratified subset of the split; None: all
     dtype: Literal["float32", "float16"] = "float32"
     snapshot_layers: Optional[list[str]] = None     # None: the layer before the output
     batch_size: int = Field(256, ge=1, le=65_536)

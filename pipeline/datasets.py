@@ -41,7 +41,8 @@ from pipeline.errors import UserError
 
 __all__ = [
     "Prepared", "LOADERS", "fetch", "save_prepared", "load_prepared", "stratified_subset",
-    "stratified_split", "digits_to_mnist_size", "check_idx", "load_info",
+    "stratified_split", "digits_to_mnist_size", "check_idx", "load_info", "SPLITS", "split_arrays",
+    "split_images",
 ]
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -521,3 +522,46 @@ def load_prepared(directory: str | Path) -> Prepared:
             raise UserError(f"{directory}: {split} labels outside 0..{n_classes - 1}; rerun `dvc repro fetch`")
         arrays[split] = (images, labels.astype(np.int64))
     return Prepared(*arrays["train"], *arrays["test"], list(info["classes"]), info)
+
+
+# --------------------------------------------------------------------------- which images extract maps
+
+SPLITS = ("test", "train", "all")     # extract.split; "all" is the test images, then the training images
+
+
+def split_arrays(data: Prepared, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of ``extract.split``: ``test``, ``train`` or ``all`` (test then train)."""
+    if split == "test":
+        return data.test_images, data.test_labels
+    if split == "train":
+        return data.train_images, data.train_labels
+    if split == "all":
+        return (np.concatenate([data.test_images, data.train_images]),
+                np.concatenate([data.test_labels, data.train_labels]))
+    raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+
+
+def split_images(directory: str | Path, split: str, rows: np.ndarray) -> np.ndarray:
+    """uint8 (len(rows), C, H, W) images of ``rows`` of ``split``'s pool (see :func:`split_arrays`),
+    read from ``<directory>/{test,train}_images.npy`` through memory maps (only those rows)."""
+    directory = Path(directory)
+    if split not in SPLITS:
+        raise UserError(f"{split!r} is not a split ({', '.join(SPLITS)}); rerun extract (`dvc repro extract`)")
+    rows = np.asarray(rows, dtype=np.int64)
+    parts = {name: artifacts.load_npy(directory / f"{name}_images.npy", dtype=np.uint8, ndim=4, mmap=True,
+                                      what=f"{name} images")
+             for name in (("test", "train") if split == "all" else (split,))}
+    pool = sum(len(a) for a in parts.values())
+    if len(rows) and (rows.min() < 0 or rows.max() >= pool):
+        raise UserError(f"the extracted points' indices reach past the {pool} images of the {split} split in "
+                        f"{directory}; the activations belong to other data, rerun extract (`dvc repro extract`)")
+    if split != "all":
+        return np.asarray(parts[split][rows])
+    test, train = parts["test"], parts["train"]
+    if test.shape[1:] != train.shape[1:]:
+        raise UserError(f"{directory}: test and train images differ in shape; rerun `dvc repro fetch`")
+    out = np.empty((len(rows), *test.shape[1:]), dtype=np.uint8)
+    first = rows < len(test)
+    out[first] = test[rows[first]]
+    out[~first] = train[rows[~first] - len(test)]
+    return out

@@ -102,3 +102,32 @@ def test_float16_and_layer_subset(staged_ws):
     assert [r["name"] for r in index["layers"]] == ["pool2", "fc1"]
     assert np.load(act / "pool2.npy").dtype == np.float16 and np.load(act / "fc1.npy").shape == (50, 120)
     assert not (act / "conv1.npy").exists()
+
+
+@pytest.mark.parametrize("split, n_samples", [("all", None), ("train", 90)])
+def test_split_train_and_all(staged_ws, split, n_samples):
+    """extract.split: the activations of the input layer are the chosen pool's images, and
+    split_images (what render and projector show) returns the same images for indices.npy."""
+    from pipeline.datasets import load_prepared, split_images
+
+    write_params(staged_ws, {"extract": {"split": split, "n_samples": n_samples, "layers": ["input", "fc1"],
+                                         "dtype": "float16"}})
+    run_cli("extract", cwd=staged_ws)
+    act = staged_ws / paths.ACTIVATIONS
+    index = json.loads((act / "layers.json").read_text())
+    data = load_prepared(staged_ws / paths.PREPARED)
+    pool = (np.concatenate([data.test_images, data.train_images]) if split == "all" else data.train_images)
+    labels = (np.concatenate([data.test_labels, data.train_labels]) if split == "all" else data.train_labels)
+    n = len(pool) if n_samples is None else n_samples
+    assert index["split"] == split and index["n"] == n
+    assert split != "all" or n == 800                                       # 200 test + 600 training images
+    rows = np.load(act / "indices.npy")
+    assert len(rows) == n and np.array_equal(np.load(act / "labels.npy"), labels[rows])
+    images = split_images(staged_ws / paths.PREPARED, split, rows)
+    assert np.array_equal(images, pool[rows])
+    x = np.load(act / "input.npy").astype(np.float32)
+    mean, std = data.info["mean"][0], data.info["std"][0]
+    expected = (images.reshape(n, -1).astype(np.float32) / 255.0 - mean) / std      # what the model saw
+    assert np.allclose(x, expected, atol=0.01 * np.abs(expected).max())
+    with pytest.raises(Exception, match="reach past"):
+        split_images(staged_ws / paths.PREPARED, split, np.array([len(pool)]))

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import artifacts, paths
+from pipeline import artifacts, memory, paths
 from pipeline.config import Params
 from pipeline.diagnostics import (ACTIVATION_TYPES, PASSTHROUGH_TYPES, class_tightness, dead_summary,
                                   layer_kinds, resolved_activation, tightness_summary, unit_activity)
@@ -49,6 +49,7 @@ def run(params: Params) -> dict[str, Any]:
     src = paths.ACTIVATIONS
     with artifacts.stage_outputs(paths.DIAGNOSTICS_METRICS, paths.DIAGNOSTICS_PLOTS):
         index = artifacts.load_layer_index(src)
+        memory.check_layers("diagnose", index)       # before anything is written (pipeline.memory)
         meta = load_meta(paths.MODEL)
         classes = [str(c) for c in index.get("classes") or meta["classes"]]
         labels = artifacts.load_labels(src / "labels.npy", len(classes))

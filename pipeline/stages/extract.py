@@ -1,4 +1,7 @@
-"""extract stage: record every layer's activations on a stratified subset of the test split.
+"""extract stage: record every layer's activations on a stratified subset of ``extract.split``.
+
+``extract.split``: ``test`` (default), ``train`` or ``all`` (the test images, then the training
+images; ``indices.npy`` counts rows of that pool, see :func:`pipeline.datasets.split_images`).
 
 One batched pass with forward hooks on all chosen layers (inference mode, chunks of
 ``extract.batch_size``). Each layer's activations stream straight into a memory-mapped
@@ -18,7 +21,7 @@ import torch
 
 from pipeline import artifacts, paths
 from pipeline.config import ExtractConfig, Params
-from pipeline.datasets import load_prepared, stratified_subset
+from pipeline.datasets import load_prepared, split_arrays, stratified_subset
 from pipeline.errors import ConfigError, UserError
 from pipeline.models import load_meta, load_model, load_weights_into
 from pipeline.models.common import Network
@@ -131,12 +134,24 @@ def _check_finite(sinks: dict[str, np.ndarray], where: str) -> list[str]:
     return bad
 
 
-def _sample(params: Params, n_test: int, labels: np.ndarray) -> np.ndarray:
+def _sample(params: Params, n_pool: int, labels: np.ndarray) -> np.ndarray:
     cfg: ExtractConfig = params.extract
-    if cfg.n_samples is not None and cfg.n_samples > n_test:
-        raise ConfigError(f"extract.n_samples = {cfg.n_samples} is larger than the test split ({n_test} images); "
-                          f"use at most {n_test}, or null for all of them")
-    return stratified_subset(labels, cfg.n_samples or n_test, cfg.seed)
+    if cfg.n_samples is not None and cfg.n_samples > n_pool:
+        raise ConfigError(f"extract.n_samples = {cfg.n_samples} is larger than the {cfg.split} split "
+                          f"({n_pool} images); use at most {n_pool}, or null for all of them")
+    return stratified_subset(labels, cfg.n_samples or n_pool, cfg.seed)
+
+
+def _check_memory(cfg: ExtractConfig, shapes: dict[str, tuple[int, ...]], images: torch.Tensor,
+                  n_snapshot_layers: int) -> None:
+    """Stop before writing when the images and a chunk of every layer would not fit in memory."""
+    from pipeline import memory
+
+    dims = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+    chunk = min(cfg.batch_size, len(images)) * sum(dims.values()) * 4 * 3     # hooked outputs, copies
+    need = memory.BASE_BYTES + images.numel() * images.element_size() * 2 + chunk
+    memory.check_fits("extract", need, f"{len(images)} {cfg.split} images, {len(dims)} layers in chunks of "
+                                       f"{cfg.batch_size}")
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -154,11 +169,15 @@ def run(params: Params) -> dict[str, Any]:
         model.to(device)
         normalize = normalizer(meta["mean"], meta["std"], device)
 
-        idx = _sample(params, len(data.test_labels), data.test_labels)
-        images = torch.from_numpy(np.ascontiguousarray(data.test_images[idx]))      # (n, C, H, W) uint8
-        labels = data.test_labels[idx]
+        pool_images, pool_labels = split_arrays(data, cfg.split)   # test, train or both
+        del data
+        idx = _sample(params, len(pool_labels), pool_labels)
+        images = torch.from_numpy(np.ascontiguousarray(pool_images[idx]))      # (n, C, H, W) uint8
+        labels = pool_labels[idx]
+        del pool_images
         shapes = _layer_dims(model, layers, tuple(meta["input_shape"]))
-        log(f"extracting {len(layers)} layers for {len(idx)} test images ({cfg.dtype}) on {device}")
+        _check_memory(cfg, shapes, images, len(snapshot_layers))
+        log(f"extracting {len(layers)} layers for {len(idx)} {cfg.split} images ({cfg.dtype}) on {device}")
 
         sinks = _open_sinks(out, shapes, len(idx), cfg.dtype)
         logits = record_activations(model, images, normalize, layers, sinks, batch_size=cfg.batch_size)
@@ -191,7 +210,7 @@ def run(params: Params) -> dict[str, Any]:
 
         index = {
             "arch": meta["arch"], "task": meta.get("task", "classify"), "dataset": meta.get("dataset"),
-            "classes": meta["classes"], "n": int(len(idx)), "dtype": cfg.dtype,
+            "classes": meta["classes"], "split": cfg.split, "n": int(len(idx)), "dtype": cfg.dtype,
             "layers": [{"name": name, "type": "input" if name == INPUT else
                         next(r["type"] for r in meta["layers"] if r["name"] == name),
                         "shape": list(shapes[name]), "dim": int(np.prod(shapes[name]))} for name in layers],

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import artifacts, paths
+from pipeline import artifacts, memory, paths
 from pipeline.config import Params, ProbeConfig
 from pipeline.errors import UserError
 from pipeline.runtime import limit_threads, log, progress
@@ -101,6 +101,7 @@ def run(params: Params) -> dict[str, Any]:
     act = paths.ACTIVATIONS
     with artifacts.stage_outputs(paths.PROBE_METRICS):
         index = artifacts.load_layer_index(act)
+        memory.check_layers("probe", index)       # before anything is written (pipeline.memory)
         labels = artifacts.load_labels(act / "labels.npy", len(index["classes"]))
         limit_threads(len(labels))                 # small inputs: one thread is faster (runtime.limit_threads)
         names = [row["name"] for row in index["layers"]]

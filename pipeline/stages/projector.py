@@ -17,8 +17,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline import artifacts, paths, projector
+from pipeline import artifacts, memory, paths, projector
 from pipeline.config import Params
+from pipeline.datasets import split_images
 from pipeline.errors import ConfigError, UserError
 from pipeline.runtime import log, progress
 
@@ -36,17 +37,14 @@ def choose_layers(extracted: Sequence[str], wanted: Sequence[str] | None) -> lis
     return [name for name in extracted if name in set(wanted)]
 
 
-def _thumbnails(indices: np.ndarray) -> np.ndarray:
-    """uint8 (n, C, H, W) test images of the extracted points, as fetch stored them (no normalisation)."""
-    images = artifacts.load_npy(paths.PREPARED / "test_images.npy", dtype=np.uint8, ndim=4, mmap=True,
-                                what="test images")
-    if len(indices) and (indices.min() < 0 or indices.max() >= len(images)):
-        raise UserError(f"{paths.ACTIVATIONS / 'indices.npy'} points past the {len(images)} images of "
-                        f"{paths.PREPARED / 'test_images.npy'}; rerun `dvc repro extract`")
+def _thumbnails(indices: np.ndarray, split: str) -> np.ndarray:
+    """uint8 (n, C, H, W) images of the extracted points (rows of ``split``'s pool), as fetch stored
+    them (no normalisation)."""
+    images = split_images(paths.PREPARED, split, indices)
     if images.shape[1] not in (1, 3):
-        raise UserError(f"{paths.PREPARED / 'test_images.npy'} has {images.shape[1]} channels; a sprite needs "
+        raise UserError(f"{paths.PREPARED} images have {images.shape[1]} channels; a sprite needs "
                         f"1 (grayscale) or 3 (RGB); set projector.sprite: false")
-    return np.asarray(images[indices])
+    return images
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -55,6 +53,7 @@ def run(params: Params) -> dict[str, Any]:
     src = paths.ACTIVATIONS
     with artifacts.stage_outputs(paths.PROJECTOR):
         index = artifacts.load_layer_index(src)
+        memory.check_layers("projector", index)       # before anything is written (pipeline.memory)
         extracted = [layer["name"] for layer in index["layers"]]
         layers = choose_layers(extracted, cfg.layers)
         nonfinite = set(index.get("nonfinite_layers") or [])
@@ -92,7 +91,7 @@ def run(params: Params) -> dict[str, Any]:
             if len(indices) != n:
                 raise UserError(f"{src / 'indices.npy'} has {len(indices)} rows but labels.npy has {n}; "
                                 f"rerun `dvc repro extract`")
-            images = _thumbnails(indices.astype(np.int64))
+            images = _thumbnails(indices.astype(np.int64), index.get("split", "test"))
             if projector.sprite_capacity(images.shape[2:]) < 2:
                 raise UserError(f"projector: {images.shape[2]}x{images.shape[3]} px images are too large for "
                                 f"an {projector.MAX_SPRITE_SIDE} px sprite; set projector.sprite: false")

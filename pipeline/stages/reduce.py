@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import artifacts, paths
+from pipeline import artifacts, memory, paths
 from pipeline.config import METHOD_NAMES, METHODS, Params, ReduceConfig
 from pipeline.errors import UserError
 from pipeline.quality import explained_variance, knn_accuracy, map_metrics
@@ -143,6 +143,7 @@ def run(params: Params, method: str) -> dict[str, Any]:
     timings: dict[str, float] = {}
     with artifacts.stage_outputs(out, metrics_path, points):
         index = artifacts.load_layer_index(act)
+        memory.check_layers("reduce", index)       # before anything is written (pipeline.memory)
         classes = list(index.get("classes") or [])
         labels = artifacts.load_labels(act / "labels.npy", len(classes))
         limit_threads(len(labels))                 # small inputs: one thread is faster (runtime.limit_threads)

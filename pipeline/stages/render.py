@@ -47,9 +47,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline import artifacts, paths
+from pipeline import artifacts, memory, paths
 from pipeline.config import METHODS, Params, RenderConfig, TrainConfig
-from pipeline.datasets import load_info
+from pipeline.datasets import load_info, split_images
 from pipeline.errors import ConfigError, UserError
 from pipeline.runtime import log, progress
 
@@ -139,16 +139,12 @@ def _model_weights() -> tuple[dict[str, np.ndarray], dict[str, str], Any, dict[s
 def load_inputs(cfg: RenderConfig) -> Inputs:
     act = paths.ACTIVATIONS
     index = artifacts.load_layer_index(act)
+    memory.check_layers("render", index)       # before anything is written (pipeline.memory)
     info = load_info(paths.PREPARED)
     labels = artifacts.load_labels(act / "labels.npy", len(info["classes"]))
     indices = artifacts.load_npy(act / "indices.npy", dtype=np.integer, ndim=1, what="indices")
     if len(indices) != len(labels):
         raise UserError(f"{act}: indices.npy and labels.npy differ in length; rerun extract (`dvc repro extract`)")
-    test_images = artifacts.load_npy(paths.PREPARED / "test_images.npy", dtype=np.uint8, ndim=4, mmap=True,
-                                     what="test images")
-    if len(indices) and int(indices.max()) >= len(test_images):
-        raise UserError(f"{act}/indices.npy points past the {len(test_images)} test images; the activations "
-                        f"belong to another dataset, rerun extract (`dvc repro extract`)")
     from pipeline.plots.common import display_images
 
     classes = [str(c) for c in (index.get("classes") or info["classes"])]
@@ -159,7 +155,7 @@ def load_inputs(cfg: RenderConfig) -> Inputs:
         if (act / "confidence.npy").exists():
             confidence = artifacts.load_npy(act / "confidence.npy", ndim=1, what="confidence")
     weights, weight_kinds, model, meta = _model_weights()
-    pixels = np.asarray(test_images[indices])                        # (n, C, H, W) uint8
+    pixels = split_images(paths.PREPARED, index.get("split", "test"), indices)     # (n, C, H, W) uint8
     methods = []
     for method in METHODS:
         if paths.embedding_dir(method).is_dir():
