@@ -69,3 +69,86 @@ def test_filter_evolution_deeper_layer_per_input_channel_and_gif(tmp_path: Path)
         gif.seek(2)
         last = np.asarray(gif.convert("RGB"))
     assert np.abs(first.astype(int) - last.astype(int)).sum() > 0         # the weights grew: frames differ
+
+
+# -- thumbnail map and montage ----------------------------------------------------------------
+
+from pipeline.plots import atlas  # noqa: E402
+
+
+def test_atlas_cells_pick_the_point_nearest_each_cell_centre_brute_force():
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 10, size=(300, 2))
+    xy[7] = [np.nan, 1.0]
+    cells, rows, (x0, x1, y0, y1) = atlas.atlas_cells(xy, 6, trim=0.0)
+    ok = np.isfinite(xy).all(axis=1)
+    assert x0 == pytest.approx(np.nanmin(xy[ok, 0])) and y1 == pytest.approx(np.nanmax(xy[ok, 1]))
+    w, h = (x1 - x0) / 6, (y1 - y0) / 6
+    expected = {}
+    for i in np.flatnonzero(ok):
+        col = min(int((xy[i, 0] - x0) // w), 5)
+        row = min(int((xy[i, 1] - y0) // h), 5)
+        centre = np.array([x0 + (col + 0.5) * w, y0 + (row + 0.5) * h])
+        d = np.linalg.norm((xy[i] - centre) / [w, h])
+        if (col, row) not in expected or d < expected[(col, row)][0]:
+            expected[(col, row)] = (d, i)
+    got = {(int(c), int(r)): int(i) for (c, r), i in zip(cells, rows)}
+    assert got == {cell: i for cell, (_, i) in expected.items()}
+    assert 7 not in rows
+
+
+def test_thumbnail_map_one_thumbnail_per_occupied_cell():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    xy = np.array([[0, 0], [10, 0], [5, 8]])[labels] + rng.normal(size=(120, 2))
+    images = rng.integers(0, 255, size=(120, 8, 8), dtype=np.uint8)
+    fig = atlas.thumbnail_map(xy, images, labels, ["a", "b", "c"], method="umap", layer="act4", grid=8)
+    thumbs = [im for im in fig.axes[0].images if im.get_gid() == "thumbnail"]
+    cells, rows, _ = atlas.atlas_cells(xy, 8)
+    assert len(thumbs) == len(cells) > 3
+    np.testing.assert_array_equal(thumbs[0].get_array(), images[rows[0]])
+    assert "act4" in fig.axes[0].get_title() and "UMAP" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="must match"):
+        atlas.thumbnail_map(xy, images[:5], labels, ["a", "b", "c"], method="pca", layer="x")
+
+
+def test_dataset_montage_rows_are_classes_with_their_first_images():
+    labels = np.array([1, 0, 1, 2, 0, 1, 1])
+    images = np.arange(7)[:, None, None] * np.ones((1, 4, 4), dtype=np.uint8)
+    fig = atlas.dataset_montage(images, labels, ["zero", "one", "two"], per_class=3, dataset="toy")
+    tiles = [ax for ax in fig.axes if ax.images]
+    firsts = [int(ax.images[0].get_array()[0, 0]) for ax in tiles]
+    assert firsts == [1, 4, 0, 2, 5, 3]                  # class 0: rows 1, 4; class 1: 0, 2, 5; class 2: 3
+    assert "toy" in fig._suptitle.get_text()
+
+
+# -- feature maps of two images -----------------------------------------------------------------
+
+from pipeline.plots import predictions  # noqa: E402
+
+
+def test_feature_maps_comparison_rows_per_case_and_shared_scale_per_layer():
+    rng = np.random.default_rng(0)
+
+    def layers(scale):
+        return [predictions.FeatureMaps("conv1", "Conv2d", scale * rng.normal(size=(4, 6, 6))),
+                predictions.FeatureMaps("act1", "ReLU", scale * np.abs(rng.normal(size=(4, 6, 6)))),
+                predictions.FeatureMaps("conv2", "Conv2d", scale * rng.normal(size=(20, 3, 3)))]
+    img = np.zeros((6, 6), dtype=np.uint8)
+    cases = [predictions.MapsCase("confident", "true a", img, layers(1.0)),
+             predictions.MapsCase("unsure", "true b", img, layers(3.0))]
+    fig = predictions.feature_maps_comparison(cases, max_channels=8)
+    map_axes = [ax for ax in fig.axes if ax.images and ax.images[0].get_array().shape != (6, 6)
+                or (ax.images and ax.get_ylabel() == "")]
+    per_layer = {}
+    for ax in fig.axes:
+        if ax.images and not ax.get_ylabel():
+            per_layer.setdefault(ax.images[0].get_array().shape, []).append(ax.images[0].get_clim())
+    assert len(per_layer[(3, 3)]) == 2 * 8                     # conv2 capped at 8 channels, two rows
+    assert len(set(per_layer[(3, 3)])) == 1                    # one scale for both images
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel() in ("confident", "unsure")]
+    assert labels == ["confident", "unsure"] * 3
+    assert "unsure: true b" in fig._suptitle.get_text()
+    assert map_axes
+    with pytest.raises(ValueError, match="same layers"):
+        predictions.feature_maps_comparison([cases[0], predictions.MapsCase("x", "y", img, layers(1.0)[:2])])

@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 
 from pipeline.plots.common import annotate_cells, class_colors, new_figure, show_image, symmetric_limit
 
-__all__ = ["FeatureMaps", "DenseCase", "feature_maps_figure", "dense_activations_figure", "confusion_matrix",
-           "confusion_figure", "pick_cases", "dense_grid_width"]
+__all__ = ["FeatureMaps", "DenseCase", "MapsCase", "feature_maps_figure", "feature_maps_comparison",
+           "dense_activations_figure", "confusion_matrix", "confusion_figure", "pick_cases", "dense_grid_width"]
 
 
 @dataclass
@@ -81,6 +81,74 @@ def feature_maps_figure(image: np.ndarray, layers: Sequence[FeatureMaps], *, cap
         cb.ax.tick_params(labelsize=7)
     fig.suptitle("Feature maps of one test image, layer by layer (rows) and channel by channel (columns)",
                  fontsize=11)
+    return fig
+
+
+@dataclass
+class MapsCase:
+    """One image and its spatial layers' maps, for :func:`feature_maps_comparison`."""
+
+    label: str                              # short row label, e.g. "confident"
+    caption: str                            # e.g. "test image 17, true 3, predicted 3 (p=1.00)"
+    image: np.ndarray                       # display image, (H, W) grey or (H, W, 3)
+    layers: Sequence[FeatureMaps] = field(default_factory=list)
+
+
+def feature_maps_comparison(cases: Sequence[MapsCase], *, max_channels: int = 16) -> Figure:
+    """Two (or more) images' feature maps side by side, layer by layer: for each layer one row
+    per case, next to each other, with the case's image at the row's start; the cases of a layer
+    share one colour scale (diverging around 0 when the layer has negative values, sequential
+    from 0 otherwise) so their maps compare directly. At most ``max_channels`` channels a row."""
+    if not cases or not cases[0].layers:
+        raise ValueError("need at least one case with spatial layers")
+    names = [fm.name for fm in cases[0].layers]
+    for case in cases[1:]:
+        if [fm.name for fm in case.layers] != names:
+            raise ValueError("every case must show the same layers in the same order")
+    n_cases = len(cases)
+    cols = min(max_channels, max(fm.maps.shape[0] for fm in cases[0].layers))
+    rows = len(names) * n_cases
+    tile = float(np.clip(13.0 / cols, 0.6, 1.3))
+    fig = new_figure(tile * cols + 4.0, max(tile * rows + 1.2, 3.6))
+    # columns: image | layer name | maps ... | colour bar; a thin spacer row between layers
+    heights = []
+    for j in range(len(names)):
+        heights += [1.0] * n_cases + ([0.25] if j < len(names) - 1 else [])
+    grid = fig.add_gridspec(len(heights), cols + 3, width_ratios=[1.2, 1.3] + [1.0] * cols + [0.12],
+                            height_ratios=heights)
+    for j, name in enumerate(names):
+        stack = [np.asarray(case.layers[j].maps, dtype=float) for case in cases]
+        values = np.concatenate([m[:cols].ravel() for m in stack])
+        if np.nanmin(values) < 0:
+            vmax = symmetric_limit(values)
+            kw = dict(cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        else:
+            kw = dict(cmap="magma", vmin=0.0, vmax=max(float(np.nanmax(values)), 1e-12))
+        first = j * (n_cases + 1)
+        name_ax = fig.add_subplot(grid[first:first + n_cases, 1])
+        name_ax.set_axis_off()
+        fm = cases[0].layers[j]
+        shape = "x".join(str(d) for d in stack[0].shape)
+        more = f"\n(first {min(cols, stack[0].shape[0])} of {stack[0].shape[0]})" if stack[0].shape[0] > cols else ""
+        name_ax.text(1.0, 0.5, f"{name}\n{fm.kind}\n{shape}{more}", ha="right", va="center", fontsize=8.5,
+                     transform=name_ax.transAxes)
+        artist = None
+        for c_i, (case, maps) in enumerate(zip(cases, stack)):
+            r = first + c_i
+            image_ax = fig.add_subplot(grid[r, 0])
+            show_image(image_ax, case.image)
+            image_ax.set_ylabel(case.label, fontsize=7.5, gid="case-label")
+            for c in range(min(cols, maps.shape[0])):
+                ax = fig.add_subplot(grid[r, c + 2])
+                artist = ax.imshow(maps[c], interpolation="nearest", **kw)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j == 0 and c_i == 0:
+                    ax.set_title(f"ch {c}", fontsize=7, pad=2)
+        cax = fig.add_subplot(grid[first:first + n_cases, cols + 2])
+        fig.colorbar(artist, cax=cax).ax.tick_params(labelsize=7)
+    fig.suptitle("Feature maps, layer by layer, one row per image (one colour scale per layer)\n"
+                 + "\n".join(f"{case.label}: {case.caption}" for case in cases), fontsize=10)
     return fig
 
 
