@@ -7,7 +7,7 @@ an (F, F) matrix of correlations:
   needs no data, but blind to a filter that is a copy of another moved by a pixel: the weights
   then line up with different pixels and correlate weakly, although the maps are the same shifted.
 - :func:`activation_correlations`: correlation of the channels' output maps on real images (the
-  conv layer's own output, (n, F, H, W)), maximised over spatial shifts of up to ``max_shift``
+  conv layer's own output, (n, F, H, W), less each channel's mean map), maximised over spatial shifts of up to ``max_shift``
   pixels in each direction. A shifted duplicate gives the same map shifted, so it correlates
   near 1 at the right shift; two filters that merely respond to the same blobs do not.
 
@@ -73,7 +73,9 @@ def activation_correlations(maps: np.ndarray, shape: tuple[int, int, int] | None
                             max_images: int = MAX_IMAGES) -> np.ndarray:
     """(F, F) correlation of every pair of channels' maps over images and positions, the largest
     in absolute value over shifts (dy, dx) in ``[-max_shift, max_shift]^2`` (sign kept; the
-    result is symmetric, diagonal 1).
+    result is symmetric, diagonal 1). Each channel's mean map over the images is subtracted
+    first, so what every filter sees alike (where the digits usually are) does not count as
+    similarity; a shifted copy stays an exact shifted copy after that.
 
     ``maps`` is (n, F, H, W), or (n, F*H*W) as extract stores it with ``shape`` = (F, H, W); it
     may be a memory map (at most ``max_images`` evenly spaced rows are read). A shift compares
@@ -87,6 +89,7 @@ def activation_correlations(maps: np.ndarray, shape: tuple[int, int, int] | None
     if a.ndim != 4:
         raise ValueError(f"expected maps (n, F, H, W) or (n, F*H*W) with shape=(F, H, W), got {a.shape}")
     _, f, h, w = a.shape
+    a = a - a.mean(axis=0, keepdims=True)          # the mean map over images: the layout all filters share
     s = max(0, min(int(max_shift), h - 1, w - 1))
     best = np.zeros((f, f))
     for dy in range(-s, s + 1):

@@ -19,6 +19,13 @@ def _snapshots(n: int, shape=(6, 1, 5, 5), seed: int = 0) -> list[np.ndarray]:
     return [base * (0.1 + k) for k in range(n)]
 
 
+def test_mosaic_places_tiles_with_gaps():
+    tiles = np.arange(2 * 3 * 2 * 2, dtype=float).reshape(2, 3, 2, 2)
+    out = fp.mosaic(tiles)
+    assert out.shape == (5, 8) and np.isnan(out[2]).all() and np.isnan(out[:, 2]).all()
+    np.testing.assert_array_equal(out[3:5, 6:8], tiles[1, 2])
+
+
 def test_filter_tiles_first_layer_rows_and_deeper_layer_out_by_in():
     w = np.arange(20 * 1 * 3 * 3, dtype=float).reshape(20, 1, 3, 3)
     tiles, rows, cols = fp.filter_tiles(w, first_layer=True, max_cols=8)
@@ -41,9 +48,10 @@ def test_filter_evolution_figure_one_block_per_snapshot_on_one_shared_scale():
     blocks = [sub for sub in fig.subfigs[0].subfigs if sub.axes]
     assert [b._suptitle.get_text().split(" · ")[0] for b in blocks] == [f"step {s}" for s in steps]
     vmax = max(np.abs(f).max() for f in frames)
-    limits = {im.get_clim() for b in blocks for ax in b.axes for im in ax.images}
-    assert limits == {(-vmax, vmax)}                                       # one scale for every snapshot
-    assert sum(len(b.axes) for b in blocks) == 5 * 6
+    images = [im for b in blocks for ax in b.axes for im in ax.images]
+    assert {im.get_clim() for im in images} == {(-vmax, vmax)}             # one scale for every snapshot
+    assert len(images) == 5 and images[0].get_array().shape == (5, 6 * 6 - 1)   # 6 tiles of 5 px, 1 px gaps
+    np.testing.assert_allclose(images[-1].get_array()[:, 6:11], frames[-1][1, 0])  # filter 1, last snapshot
     assert "one symmetric colour scale" in fig._suptitle.get_text()
     capped = fp.filter_evolution_figure(_snapshots(20), steps=list(range(20)), layer="conv1", first_layer=True,
                                         max_frames=4)
@@ -58,7 +66,11 @@ def test_filter_evolution_deeper_layer_per_input_channel_and_gif(tmp_path: Path)
     frames = _snapshots(3, shape=(4, 3, 3, 3))
     fig = fp.filter_evolution_figure(frames, steps=[0, 2, 4], layer="conv2", first_layer=False)
     blocks = [b for b in fig.subfigs[0].subfigs if b.axes]
-    assert len(blocks) == 3 and all(len(b.axes) == 4 * 3 for b in blocks)
+    assert len(blocks) == 3
+    block = blocks[1].axes[0].images[0].get_array()
+    assert block.shape == (4 * 4 - 1, 3 * 4 - 1)                          # 4 filters x 3 input channels
+    np.testing.assert_allclose(block[4:7, 8:11], frames[1][1, 2])          # out 1, in 2: one kernel slice
+    assert [t.get_text() for t in blocks[0].axes[0].get_yticklabels()] == ["out 0", "out 1", "out 2", "out 3"]
     assert "4 filters x 3 input channels" in fig._suptitle.get_text()
     anim = fp.filter_evolution_animation(frames, steps=[0, 2, 4], layer="conv2", first_layer=False)
     path = tmp_path / "filters.gif"
@@ -114,11 +126,14 @@ def test_thumbnail_map_one_thumbnail_per_occupied_cell():
 
 def test_dataset_montage_rows_are_classes_with_their_first_images():
     labels = np.array([1, 0, 1, 2, 0, 1, 1])
-    images = np.arange(7)[:, None, None] * np.ones((1, 4, 4), dtype=np.uint8)
+    images = (np.arange(7)[:, None, None] * np.ones((1, 4, 4))).astype(np.uint8)
     fig = atlas.dataset_montage(images, labels, ["zero", "one", "two"], per_class=3, dataset="toy")
-    tiles = [ax for ax in fig.axes if ax.images]
-    firsts = [int(ax.images[0].get_array()[0, 0]) for ax in tiles]
-    assert firsts == [1, 4, 0, 2, 5, 3]                  # class 0: rows 1, 4; class 1: 0, 2, 5; class 2: 3
+    rows = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    assert len(rows) == 3 and rows[0].shape == (4, 3 * 5 - 1)
+    firsts = [[row[0, j * 5] for j in range(3)] for row in rows]
+    assert firsts[1] == [0, 2, 5] and firsts[2][0] == 3 and firsts[0][:2] == [1, 4]
+    assert np.ma.is_masked(firsts[0][2]) or np.isnan(firsts[0][2])      # class 0 has two images: one cell empty
+    assert [ax.get_ylabel() for ax in fig.axes] == ["zero\n(2)", "one\n(4)", "two\n(1)"]
     assert "toy" in fig._suptitle.get_text()
 
 
@@ -138,17 +153,17 @@ def test_feature_maps_comparison_rows_per_case_and_shared_scale_per_layer():
     cases = [predictions.MapsCase("confident", "true a", img, layers(1.0)),
              predictions.MapsCase("unsure", "true b", img, layers(3.0))]
     fig = predictions.feature_maps_comparison(cases, max_channels=8)
-    map_axes = [ax for ax in fig.axes if ax.images and ax.images[0].get_array().shape != (6, 6)
-                or (ax.images and ax.get_ylabel() == "")]
-    per_layer = {}
-    for ax in fig.axes:
-        if ax.images and not ax.get_ylabel():
-            per_layer.setdefault(ax.images[0].get_array().shape, []).append(ax.images[0].get_clim())
-    assert len(per_layer[(3, 3)]) == 2 * 8                     # conv2 capped at 8 channels, two rows
-    assert len(set(per_layer[(3, 3)])) == 1                    # one scale for both images
+    rows = [im for ax in fig.axes for im in ax.images if im.get_gid() == "maps-row"]
+    assert len(rows) == 3 * 2
+    conv2 = [im for im in rows if im.get_array().shape == (3, 8 * 4 - 1)]   # capped at 8 channels of 3x3
+    assert len(conv2) == 2 and conv2[0].get_clim() == conv2[1].get_clim()  # one scale for both images
+    vmax = max(np.abs(c.layers[2].maps[:8]).max() for c in cases)
+    assert conv2[0].get_clim() == (-vmax, vmax)
+    np.testing.assert_allclose(conv2[1].get_array()[:, 4:7], cases[1].layers[2].maps[1])
+    relu = [im for im in rows if im.get_cmap().name.startswith("magma")]
+    assert len(relu) == 2 and relu[0].get_clim()[0] == 0
     labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel() in ("confident", "unsure")]
     assert labels == ["confident", "unsure"] * 3
     assert "unsure: true b" in fig._suptitle.get_text()
-    assert map_axes
     with pytest.raises(ValueError, match="same layers"):
         predictions.feature_maps_comparison([cases[0], predictions.MapsCase("x", "y", img, layers(1.0)[:2])])

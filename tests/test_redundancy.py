@@ -18,7 +18,8 @@ def test_no_shift_equals_numpy_corrcoef_of_the_flattened_channel_maps():
     rng = np.random.default_rng(0)
     maps = rng.normal(size=(30, 4, 6, 6))
     maps[:, 3] = 2.0 * maps[:, 1] - 1.0                       # an exact (scaled) copy
-    ref = np.corrcoef(np.moveaxis(maps, 1, 0).reshape(4, -1))
+    centred = maps - maps.mean(axis=0)                        # less each channel's mean map over the images
+    ref = np.corrcoef(np.moveaxis(centred, 1, 0).reshape(4, -1))
     np.testing.assert_allclose(activation_correlations(maps, max_shift=0), ref, atol=1e-10)
     flat = maps.reshape(30, -1).astype(np.float32)            # as extract stores it
     np.testing.assert_allclose(activation_correlations(flat, (4, 6, 6), max_shift=0), ref, atol=1e-5)

@@ -100,35 +100,37 @@ def thumbnail_map(coords: np.ndarray, images: np.ndarray, labels: np.ndarray, cl
 def dataset_montage(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], *, per_class: int = 10,
                     dataset: str = "dataset", max_classes: int = 20, colors: np.ndarray | None = None) -> Figure:
     """One row per class (the first ``max_classes``), its first ``per_class`` images in row order
-    (``images`` display form, (n, H, W) or (n, H, W, 3)), the class name at the row's start in
-    its colour; a class with fewer images leaves its row short."""
+    (``images`` display form, (n, H, W) or (n, H, W, 3) uint8), the class name and its image count
+    at the row's start in its colour; a class with fewer images leaves its row short. Each row is
+    one mosaic image (gid ``montage-row``)."""
+    from matplotlib import colormaps
+
+    from pipeline.plots.filters import mosaic
+
     labels = np.asarray(labels)
+    images = np.asarray(images)
     k = min(len(classes), max_classes)
     colors = class_colors(len(classes)) if colors is None else colors
-    fig = new_figure(per_class * 0.8 + 1.6, k * 0.8 + 0.9)
-    axes = fig.subplots(k, per_class + 1, squeeze=False, gridspec_kw={"width_ratios": [2.0] + [1.0] * per_class,
-                                                                      "wspace": 0.05, "hspace": 0.05})
-    grey = np.asarray(images).ndim == 3
-    shown = 0
-    for c in range(k):
-        name_ax = axes[c, 0]
-        name_ax.set_axis_off()
-        count = int((labels == c).sum())
-        name_ax.text(0.95, 0.5, f"{classes[c]}\n({count})", ha="right", va="center", fontsize=9,
-                     color=colors[c], fontweight="bold", transform=name_ax.transAxes)
+    grey = images.ndim == 3
+    h, w = images.shape[1:3]
+    fig = new_figure(per_class * 0.75 + 1.4, k * 0.8 + 0.8)
+    axes = fig.subplots(k, 1, squeeze=False)[:, 0]
+    cmap = colormaps["gray_r"].with_extremes(bad="white")
+    for c, ax in enumerate(axes):
         rows = np.flatnonzero(labels == c)[:per_class]
-        for j in range(per_class):
-            ax = axes[c, j + 1]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j >= len(rows):
-                ax.set_axis_off()
-                continue
-            if grey:
-                ax.imshow(images[rows[j]], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-            else:
-                ax.imshow(images[rows[j]], interpolation="nearest")
-            shown += 1
+        tiles = np.full((1, per_class, h, w) + (() if grey else (3,)), np.nan if grey else 1.0)
+        for j, i in enumerate(rows):
+            tiles[0, j] = images[i] if grey else images[i] / 255.0
+        if grey:
+            ax.imshow(mosaic(tiles), cmap=cmap, vmin=0, vmax=255, interpolation="nearest", gid="montage-row")
+        else:
+            ax.imshow(mosaic(tiles, fill=1.0), interpolation="nearest", gid="montage-row")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_ylabel(f"{classes[c]}\n({int((labels == c).sum())})", rotation=0, ha="right", va="center",
+                      fontsize=9, color=colors[c], fontweight="bold")
     more = f" (first {k} of {len(classes)} classes)" if k < len(classes) else ""
     fig.suptitle(f"{dataset}: the first {per_class} training images of each class{more} "
                  f"(images per class in brackets)", fontsize=10)

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from pipeline.plots.common import new_figure, symmetric_limit
 from pipeline.plots.evolution import frame_title, pick_frames
 
-__all__ = ["filter_tiles", "filter_evolution_figure", "filter_evolution_animation", "shared_filter_limit"]
+__all__ = ["filter_tiles", "filter_evolution_figure", "filter_evolution_animation", "shared_filter_limit", "mosaic"]
 
 DIVERGING = "RdBu_r"
 
@@ -58,6 +58,20 @@ def filter_tiles(weights: np.ndarray, *, first_layer: bool, max_cols: int = 16, 
     return w[:rows, :cols].copy(), [f"out {r}" for r in range(rows)], [f"in {c}" for c in range(cols)]
 
 
+def mosaic(tiles: np.ndarray, gap: int = 1, fill: float = np.nan) -> np.ndarray:
+    """(rows, cols, h, w[, 3]) tiles as one (rows*(h+gap)-gap, cols*(w+gap)-gap[, 3]) image with
+    ``gap`` pixels of ``fill`` between them: one ``imshow`` instead of one axes per tile (a grid
+    of hundreds of axes is what makes such figures slow)."""
+    tiles = np.asarray(tiles, dtype=float)
+    rows, cols, h, w = tiles.shape[:4]
+    extra = tiles.shape[4:]
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, *extra), fill)
+    for r in range(rows):
+        for c in range(cols):
+            out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tiles[r, c]
+    return out
+
+
 def shared_filter_limit(frames: Sequence[np.ndarray]) -> float:
     """The symmetric colour limit of all frames: max |w| over every shown tile of every snapshot."""
     return max(symmetric_limit(np.nan_to_num(np.asarray(f, dtype=float), nan=0.0)) for f in frames)
@@ -67,31 +81,38 @@ def _rgb(tile: np.ndarray, vmax: float) -> np.ndarray:
     return np.clip(0.5 + 0.5 * np.nan_to_num(tile, nan=0.0) / vmax, 0.0, 1.0)
 
 
+def _block_image(tiles: np.ndarray, vmax: float) -> np.ndarray:
+    """The mosaic of one snapshot: signed weights for a colour map, or RGB in 0..1 (gaps white)."""
+    if tiles.ndim == 5:
+        return mosaic(np.where(np.isnan(tiles), 1.0, _rgb(tiles, vmax)), fill=1.0)
+    return mosaic(tiles)
+
+
 def _draw_block(fig, tiles: np.ndarray, vmax: float, label: str, *, row_labels: Sequence[str],
-                col_labels: Sequence[str]) -> list:
-    """One snapshot in ``fig`` (a subfigure): the tile grid under its label; returns the image
-    artists (row-major)."""
-    rows, cols = tiles.shape[:2]
-    axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.08})
-    artists = []
-    for r in range(rows):
-        for c in range(cols):
-            ax = axes[r, c]
-            tile = tiles[r, c]
-            if tile.ndim == 3:
-                artists.append(ax.imshow(_rgb(tile, vmax), interpolation="nearest"))
-            else:
-                artists.append(ax.imshow(tile, cmap=DIVERGING, vmin=-vmax, vmax=vmax, interpolation="nearest"))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_linewidth(0.3)
-            if r == 0 and rows > 1:
-                ax.set_title(col_labels[c], fontsize=6, pad=1.5)
-            if c == 0 and rows > 1:
-                ax.set_ylabel(row_labels[r], fontsize=6, rotation=0, ha="right", va="center", labelpad=2)
+                col_labels: Sequence[str]):
+    """One snapshot in ``fig`` (a subfigure): its tiles as one mosaic image under its label (row
+    and column names as ticks when there are several rows); returns the image artist."""
+    from matplotlib import colormaps
+
+    rows, cols, h, w = tiles.shape[:4]
+    ax = fig.subplots()
+    cmap = colormaps[DIVERGING].with_extremes(bad="white")
+    image = _block_image(tiles, vmax)
+    if image.ndim == 3:
+        artist = ax.imshow(image, interpolation="nearest", gid="filter-block")
+    else:
+        artist = ax.imshow(image, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest", gid="filter-block")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if rows > 1:
+        ax.set_xticks([c * (w + 1) + (w - 1) / 2 for c in range(cols)], col_labels, fontsize=6)
+        ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)], row_labels, fontsize=6)
+        ax.tick_params(length=0, pad=1, labeltop=True, labelbottom=False)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.suptitle(label, fontsize=8, gid="frame-label")
-    return artists
+    return artist
 
 
 def _frame_labels(steps: Sequence[int], epochs, accuracies) -> list[str]:
@@ -165,7 +186,7 @@ def filter_evolution_figure(frames: Sequence[np.ndarray], *, steps: Sequence[int
     block_cols = 1 if rows * cols <= 16 and rows == 1 else min(3, len(tiles))
     block_rows = math.ceil(len(tiles) / block_cols)
     cell = float(np.clip(8.0 / (cols * block_cols), 0.3, 0.75))
-    block_w, block_h = cols * cell + 0.3, rows * cell + 0.45
+    block_w, block_h = cols * cell + (0.6 if rows > 1 else 0.1), rows * cell + (0.55 if rows > 1 else 0.3)
     fig = new_figure(max(block_cols * block_w + 1.0, 7.0), block_rows * block_h + 1.0)
     main, key = fig.subfigures(1, 2, width_ratios=[block_cols * block_w, 0.9])
     blocks = np.atleast_1d(main.subfigures(block_rows, block_cols, squeeze=False).ravel())
@@ -194,16 +215,14 @@ def filter_evolution_animation(frames: Sequence[np.ndarray], *, steps: Sequence[
     cell = float(np.clip(7.0 / cols, 0.35, 0.8))
     fig = new_figure(max(cols * cell + 1.6, 5.0), rows * cell + 1.4)
     main, key = fig.subfigures(1, 2, width_ratios=[cols * cell + 0.4, 0.9])
-    artists = _draw_block(main, tiles[0], vmax, labels[0], row_labels=row_labels, col_labels=col_labels)
+    artist = _draw_block(main, tiles[0], vmax, labels[0], row_labels=row_labels, col_labels=col_labels)
     label = main._suptitle
     _colour_key(key, vmax, tiles[0].ndim == 4)
     fig.suptitle(f"Filters during training\n{_describe(layer, frames[0], tiles[0], first_layer)}", fontsize=9)
 
     def update(k: int):
-        flat = tiles[k].reshape(rows * cols, *tiles[k].shape[2:])
-        for artist, tile in zip(artists, flat):
-            artist.set_data(_rgb(tile, vmax) if tile.ndim == 3 else tile)
+        artist.set_data(_block_image(tiles[k], vmax))
         label.set_text(labels[k])
-        return [*artists, label]
+        return [artist, label]
 
     return FuncAnimation(fig, update, frames=len(tiles), interval=interval_ms, blit=False, repeat=True)

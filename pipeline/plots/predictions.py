@@ -98,7 +98,12 @@ def feature_maps_comparison(cases: Sequence[MapsCase], *, max_channels: int = 16
     """Two (or more) images' feature maps side by side, layer by layer: for each layer one row
     per case, next to each other, with the case's image at the row's start; the cases of a layer
     share one colour scale (diverging around 0 when the layer has negative values, sequential
-    from 0 otherwise) so their maps compare directly. At most ``max_channels`` channels a row."""
+    from 0 otherwise) so their maps compare directly. At most ``max_channels`` channels a row,
+    drawn as one mosaic image per row (gid ``maps-row``)."""
+    from matplotlib import colormaps
+
+    from pipeline.plots.filters import mosaic
+
     if not cases or not cases[0].layers:
         raise ValueError("need at least one case with spatial layers")
     names = [fm.name for fm in cases[0].layers]
@@ -106,46 +111,53 @@ def feature_maps_comparison(cases: Sequence[MapsCase], *, max_channels: int = 16
         if [fm.name for fm in case.layers] != names:
             raise ValueError("every case must show the same layers in the same order")
     n_cases = len(cases)
-    cols = min(max_channels, max(fm.maps.shape[0] for fm in cases[0].layers))
+    widest = min(max_channels, max(fm.maps.shape[0] for fm in cases[0].layers))
     rows = len(names) * n_cases
-    tile = float(np.clip(13.0 / cols, 0.6, 1.3))
-    fig = new_figure(tile * cols + 4.0, max(tile * rows + 1.2, 3.6))
-    # columns: image | layer name | maps ... | colour bar; a thin spacer row between layers
+    row_h = 0.75
+    fig = new_figure(min(widest, 16) * 0.75 + 4.2, row_h * rows + 0.35 * len(names) + 1.3)
     heights = []
     for j in range(len(names)):
-        heights += [1.0] * n_cases + ([0.25] if j < len(names) - 1 else [])
-    grid = fig.add_gridspec(len(heights), cols + 3, width_ratios=[1.2, 1.3] + [1.0] * cols + [0.12],
+        heights += [1.0] * n_cases + ([0.3] if j < len(names) - 1 else [])
+    grid = fig.add_gridspec(len(heights), 4, width_ratios=[0.9, 1.1, max(widest, 1) * 0.9, 0.12],
                             height_ratios=heights)
     for j, name in enumerate(names):
-        stack = [np.asarray(case.layers[j].maps, dtype=float) for case in cases]
-        values = np.concatenate([m[:cols].ravel() for m in stack])
+        stack = [np.asarray(case.layers[j].maps, dtype=float)[:max_channels] for case in cases]
+        values = np.concatenate([m.ravel() for m in stack])
         if np.nanmin(values) < 0:
             vmax = symmetric_limit(values)
-            kw = dict(cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            kw = dict(cmap=colormaps["RdBu_r"].with_extremes(bad="white"), vmin=-vmax, vmax=vmax)
         else:
-            kw = dict(cmap="magma", vmin=0.0, vmax=max(float(np.nanmax(values)), 1e-12))
+            kw = dict(cmap=colormaps["magma"].with_extremes(bad="white"), vmin=0.0,
+                      vmax=max(float(np.nanmax(values)), 1e-12))
         first = j * (n_cases + 1)
         name_ax = fig.add_subplot(grid[first:first + n_cases, 1])
         name_ax.set_axis_off()
         fm = cases[0].layers[j]
-        shape = "x".join(str(d) for d in stack[0].shape)
-        more = f"\n(first {min(cols, stack[0].shape[0])} of {stack[0].shape[0]})" if stack[0].shape[0] > cols else ""
-        name_ax.text(1.0, 0.5, f"{name}\n{fm.kind}\n{shape}{more}", ha="right", va="center", fontsize=8.5,
-                     transform=name_ax.transAxes)
+        full = np.asarray(fm.maps).shape
+        more = f"\n(first {max_channels} of {full[0]})" if full[0] > max_channels else ""
+        name_ax.text(1.0, 0.5, f"{name}\n{fm.kind}\n{'x'.join(str(d) for d in full)}{more}", ha="right",
+                     va="center", fontsize=8.5, transform=name_ax.transAxes)
         artist = None
         for c_i, (case, maps) in enumerate(zip(cases, stack)):
             r = first + c_i
             image_ax = fig.add_subplot(grid[r, 0])
             show_image(image_ax, case.image)
             image_ax.set_ylabel(case.label, fontsize=7.5, gid="case-label")
-            for c in range(min(cols, maps.shape[0])):
-                ax = fig.add_subplot(grid[r, c + 2])
-                artist = ax.imshow(maps[c], interpolation="nearest", **kw)
+            ax = fig.add_subplot(grid[r, 2])
+            artist = ax.imshow(mosaic(maps[None]), interpolation="nearest", gid="maps-row", **kw)
+            ax.set_anchor("W")
+            h, w = maps.shape[1:]
+            ax.set_yticks([])
+            if c_i == 0:
+                step = max(1, len(maps) // 8)
+                ax.set_xticks([c * (w + 1) + (w - 1) / 2 for c in range(0, len(maps), step)],
+                              [f"ch {c}" for c in range(0, len(maps), step)], fontsize=6)
+                ax.tick_params(length=0, pad=1, labeltop=True, labelbottom=False)
+            else:
                 ax.set_xticks([])
-                ax.set_yticks([])
-                if j == 0 and c_i == 0:
-                    ax.set_title(f"ch {c}", fontsize=7, pad=2)
-        cax = fig.add_subplot(grid[first:first + n_cases, cols + 2])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        cax = fig.add_subplot(grid[first:first + n_cases, 3])
         fig.colorbar(artist, cax=cax).ax.tick_params(labelsize=7)
     fig.suptitle("Feature maps, layer by layer, one row per image (one colour scale per layer)\n"
                  + "\n".join(f"{case.label}: {case.caption}" for case in cases), fontsize=10)

@@ -195,7 +195,7 @@ def redundancy_figure(weights: np.ndarray, *, layer: str, threshold: float, max_
     if thumbs:
         grid = fig.add_gridspec(2, f * n_panels, height_ratios=[side, max(side / f, 0.5) + 0.2])
         axes = [fig.add_subplot(grid[0, k * f:(k + 1) * f]) for k in range(n_panels)]
-        small = [fig.add_subplot(grid[1, k]) for k in range(f * n_panels)]
+        small = [fig.add_subplot(grid[1, k]) for k in range(f)]               # under the weights panel
     else:
         grid = fig.add_gridspec(1, n_panels)
         axes = [fig.add_subplot(grid[0, k]) for k in range(n_panels)]
@@ -205,10 +205,7 @@ def redundancy_figure(weights: np.ndarray, *, layer: str, threshold: float, max_
                            title=f"{layer}, {title}" if n_panels > 1 else layer)
     if small:
         vmax = symmetric_limit(w)
-        for k, sub in enumerate(small):
-            if k >= f * n_panels:
-                break
-            i = k % f
+        for i, sub in enumerate(small):
             if w.shape[1] == 3:
                 sub.imshow(_rgb(w[i], vmax), interpolation="nearest")
             else:
