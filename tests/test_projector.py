@@ -375,12 +375,12 @@ def _get(url: str, timeout: float = 30.0) -> tuple[int, bytes, str]:
 
 
 @contextlib.contextmanager
-def _tensorboard(logdir: Path, log_path: Path):
+def _tensorboard(logdir: Path, log_path: Path, *flags: str):
     """A real TensorBoard on 127.0.0.1 (own process group, stopped at the end); yields its base URL."""
     port = _free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-                                 "--host", "127.0.0.1", "--port", str(port)],
+                                 "--host", "127.0.0.1", "--port", str(port), *flags],
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -8,8 +8,9 @@ normalised there (no per-sample PIL transforms, no DataLoader). Outputs:
 - ``metrics/train/metrics.json`` and ``metrics/train/plots/metrics/**.tsv`` (dvclive)
 
 and, outside what DVC hashes (they differ on every run), ``logs/train/``: ``tensorboard/`` (scalars
-and first-layer filters per epoch; ``tensorboard --logdir logs/train``) and ``timings.json``
-(seconds per epoch).
+and first-layer filters per epoch, enlarged, blue-white-red (:mod:`pipeline.tblog`);
+``tensorboard --logdir logs/train --samples_per_plugin images=1000`` shows every epoch) and
+``timings.json`` (seconds per epoch).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import artifacts, paths
+from pipeline import artifacts, paths, tblog
 from pipeline.config import Params, TrainConfig
 from pipeline.datasets import Prepared, load_prepared
 from pipeline.errors import UserError
@@ -117,10 +118,9 @@ class _Snapshots:
         artifacts.save_json(self.directory / "index.json", {"snapshots": self.index})
 
 
-def _filter_image(model: Network, input_shape: tuple[int, ...]) -> torch.Tensor | None:
-    """First-layer filters (conv kernels, or linear weight rows as images) as one grid image."""
-    from torchvision.utils import make_grid
-
+def _filter_image(model: Network, input_shape: tuple[int, ...]) -> np.ndarray | None:
+    """First-layer filters (conv kernels, or linear weight rows as images) as one RGB grid image
+    (H, W, 3), each weight enlarged to a block of pixels on a diverging colour map."""
     for _, module in model.named_layers():
         if isinstance(module, nn.Conv2d):
             w = module.weight.detach().float().cpu()               # (F, C, k, k)
@@ -135,9 +135,9 @@ def _filter_image(model: Network, input_shape: tuple[int, ...]) -> torch.Tensor 
             break
     else:
         return None
-    scale = w.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
-    w = (w / scale + 1) / 2                                         # symmetric scale to [0, 1]
-    return make_grid(w, nrow=int(math.ceil(math.sqrt(len(w)))), padding=1, pad_value=0.5)
+    if not torch.isfinite(w).all():
+        return None
+    return tblog.filter_grid(w.numpy())
 
 
 def fit(model: Network, data: Prepared, cfg: TrainConfig, device: torch.device, *,
@@ -265,7 +265,7 @@ def run(params: Params) -> dict[str, Any]:
                     tb.add_scalar(f"{split}/{key}", value, epoch)
             grid = _filter_image(model, shape)
             if grid is not None:
-                tb.add_image("filters/first_layer", grid, epoch)
+                tb.add_image("filters/first_layer", grid, epoch, dataformats="HWC")
             live.next_step()
 
         try:
