@@ -193,6 +193,31 @@ def convert_weights(
     typer.echo(f"wrote {out}: {notes['tensors']} tensors" + (f" ({'; '.join(extra)})" if extra else ""))
 
 
+@app.command(short_help="Write the interactive explorer page (one run, or two side by side).")
+def explore(
+    runs: Optional[list[str]] = typer.Argument(
+        None, metavar="RUNS",
+        help="runs to show: git revisions, branches, tags, `dvc exp` names, `workspace` or project folders; "
+             "none: this workspace, as the DVC stage (plots/explorer.html)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="HTML file for A [B] (default plots/compare/explorer.html)"),
+    params: ParamsOption = None,
+) -> None:
+    """One self-contained HTML page (no server, no network) of every layer's map, with linked selection,
+    scores against depth and the weight snapshots; with runs A B, both side by side."""
+    _use(params)
+    if not runs:
+        if out is not None:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError("--out is for `explore A [B]`; the stage always writes plots/explorer.html")
+        _stage("explore")
+    else:
+        from pipeline import paths
+
+        _stage("explore_runs", names=runs, out=out or paths.EXPLORER_COMPARE)
+
+
 @app.command(short_help="List the model's layers and output shapes.")
 def layers(params: ParamsOption = None) -> None:
     """List the layers extract.layers picks from the model params.yaml describes: type, output shape,

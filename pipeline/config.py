@@ -25,7 +25,7 @@ from pipeline.errors import ConfigError
 __all__ = [
     "DataConfig", "ModelConfig", "TrainConfig", "ExtractConfig", "ReduceConfig", "PCAConfig",
     "TSNEConfig", "UMAPConfig", "ProbeConfig", "RenderConfig", "ProjectorConfig", "ExportConfig",
-    "DiagnoseConfig", "Params", "load_params", "parse_params", "DATASETS", "ARCHS", "CLASSIFIER_ARCHS",
+    "DiagnoseConfig", "ExploreConfig", "Params", "load_params", "parse_params", "DATASETS", "ARCHS", "CLASSIFIER_ARCHS",
     "AUTOENCODER_ARCHS", "METHODS",
 ]
 
@@ -258,6 +258,21 @@ class DiagnoseConfig(_Section):
     warn_dead_fraction: float = Field(0.5, ge=0.0, le=1.0)  # warn about layers with more dead units than this
 
 
+class ExploreConfig(_Section):
+    methods: Optional[list[Literal["pca", "tsne", "umap"]]] = None  # None: every method with maps
+    max_points: Optional[int] = Field(10_000, ge=10)  # stratified, seeded subset above this; None: all
+    max_snapshots: int = Field(12, ge=1, le=1000)   # weight snapshot frames shown (evenly spaced, last kept)
+    thumbnails: bool = True                         # image thumbnails in tooltips and the selection list
+    seed: int = Field(0, ge=0)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_non_empty(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None and len(value) == 0:
+            raise ValueError("empty list; leave it out (null) for every method")
+        return value
+
+
 class Params(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -269,6 +284,7 @@ class Params(_Section):
     projector: ProjectorConfig = ProjectorConfig()
     export: ExportConfig = ExportConfig()
     diagnose: DiagnoseConfig = DiagnoseConfig()
+    explore: ExploreConfig = ExploreConfig()
 
 
 def _allowed_keys(model_cls: type[BaseModel], loc: tuple) -> list[str]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
@@ -77,6 +76,18 @@ class ExplorerRun:
     snapshot_layer: str | None = None
     snapshots: Mapping[str, Sequence[Snapshot]] = field(default_factory=dict)            # method -> frames
     test_accuracy: float | None = None
+
+    def take(self, rows: np.ndarray) -> "ExplorerRun":
+        """The same run on a subset (or reordering) of the rows; test accuracy recomputed by the caller."""
+        pick = lambda a: None if a is None else np.asarray(a)[rows]            # noqa: E731
+        return ExplorerRun(
+            label=self.label, layers=list(self.layers),
+            maps={m: {l: np.asarray(xy)[rows] for l, xy in maps.items()} for m, maps in self.maps.items()},
+            preds=pick(self.preds), confidence=pick(self.confidence), scores=self.scores, probes=self.probes,
+            skipped=self.skipped, snapshot_layer=self.snapshot_layer,
+            snapshots={m: [Snapshot(f.step, f.epoch, np.asarray(f.coords)[rows], f.accuracy) for f in frames]
+                       for m, frames in self.snapshots.items()},
+            test_accuracy=self.test_accuracy)
 
 
 def thumbnail_sprite(images: np.ndarray) -> tuple[bytes, int, int]:
@@ -172,9 +183,9 @@ def explorer_layout(runs: Sequence[ExplorerRun], *, labels: np.ndarray, classes:
     ``runs`` share the rows: point i is the same test image in every run (``labels[i]``, ``images[i]``,
     test-split number ``indices[i]``). One run gives one panel; two give two side by side."""
     from bokeh.layouts import column, row
-    from bokeh.models import (BoxSelectTool, Button, ColumnDataSource, CustomJS, Div, FixedTicker, HoverTool,
-                              LassoSelectTool, Legend, LegendItem, PanTool, RadioButtonGroup, Range1d, ResetTool,
-                              Slider, Span, WheelZoomTool)
+    from bokeh.models import (BoxSelectTool, Button, ColumnDataSource, CustomJS, CustomJSTickFormatter, Div,
+                              HoverTool, LassoSelectTool, PanTool, RadioButtonGroup, Range1d, ResetTool, Slider,
+                              WheelZoomTool)
     from bokeh.palettes import Viridis256
     from bokeh.plotting import figure
 
@@ -242,7 +253,7 @@ def explorer_layout(runs: Sequence[ExplorerRun], *, labels: np.ndarray, classes:
                 data[key + "_x"], data[key + "_y"] = xy[:, 0].copy(), xy[:, 1].copy()
                 epoch = "" if frame.epoch is None else f" (epoch {frame.epoch:.1f})"
                 acc = "" if frame.accuracy is None else f", test accuracy {frame.accuracy:.3f}"
-                rows.append({"x": key + "_x", "y": key + "_y", "bounds": box,
+                rows.append({"x": key + "_x", "y": key + "_y", "bounds": box, "step": int(frame.step),
                              "title": f"{run.snapshot_layer} at step {frame.step}{epoch}{acc}"})
             snaps[str(m)] = rows
         meta.append({"cols": cols_xy, "bounds": bounds, "notes": notes, "snaps": snaps,
@@ -278,7 +289,7 @@ def explorer_layout(runs: Sequence[ExplorerRun], *, labels: np.ndarray, classes:
         big_r = big.scatter(x=mt["cols"][key0][0], y=mt["cols"][key0][1], source=source, size=5,
                             fill_color=f"r{r}_color", line_color=None, fill_alpha=0.85, name=f"map_r{r}",
                             selection_line_color="black", selection_fill_alpha=1.0,
-                            nonselection_fill_alpha=0.08)
+                            nonselection_fill_alpha=0.15)
         box, lasso = BoxSelectTool(renderers=[big_r]), LassoSelectTool(renderers=[big_r])
         big.add_tools(box, lasso, PanTool(), WheelZoomTool(), ResetTool(),
                       HoverTool(renderers=[big_r], tooltips=tooltip))
@@ -293,7 +304,7 @@ def explorer_layout(runs: Sequence[ExplorerRun], *, labels: np.ndarray, classes:
                        title=f"{l}: {layer}", name=f"strip_fig_r{r}_l{l}", min_border=2)
             sr = f.scatter(x=mt["cols"][key][0], y=mt["cols"][key][1], source=source, size=2,
                            fill_color=f"r{r}_color", line_color=None, name=f"strip_r{r}_l{l}",
-                           nonselection_fill_alpha=0.06)
+                           nonselection_fill_alpha=0.12)
             f.add_tools(BoxSelectTool(renderers=[sr]), LassoSelectTool(renderers=[sr]))
             f.title.text_font_size = "9pt"
             f.outline_line_width = 3 if l == start else 1
@@ -303,6 +314,8 @@ def explorer_layout(runs: Sequence[ExplorerRun], *, labels: np.ndarray, classes:
             strip_rs.append(sr)
 
         slider = Slider(start=0, end=max(L - 1, 1), value=start, step=1, title="layer (input → output)",
+                        format=CustomJSTickFormatter(args={"names": list(run.layers)},
+                                                     code="return names[Math.round(tick)] || '';"),
                         width=_MAP_SIZE, name=f"layer_r{r}", disabled=L < 2)
         for l, f in enumerate(strip_figs):
             f.js_on_event("tap", CustomJS(args={"slider": slider, "l": l}, code="slider.value = l;"))
@@ -319,16 +332,21 @@ def explorer_layout(runs: Sequence[ExplorerRun], *, labels: np.ndarray, classes:
                               title=first_snaps[s0]["title"], name=f"snap_fig_r{r}", **tools_common)
             snap_r = snap_fig.scatter(x=first_snaps[s0]["x"], y=first_snaps[s0]["y"], source=source, size=4,
                                       fill_color=f"r{r}_color", line_color=None, name=f"snap_r{r}",
-                                      selection_line_color="black", nonselection_fill_alpha=0.08)
+                                      selection_line_color="black", nonselection_fill_alpha=0.15)
             sbox = BoxSelectTool(renderers=[snap_r])
             snap_fig.add_tools(sbox, LassoSelectTool(renderers=[snap_r]), HoverTool(renderers=[snap_r],
                                                                                      tooltips=tooltip))
             snap_fig.toolbar.active_drag = sbox
             _quiet_axes(snap_fig)
             n_frames = max(len(v) for v in mt["snaps"].values())
+            steps = {str(m): [row["step"] for row in rows] for m, rows in mt["snaps"].items()}
             snap_slider = Slider(start=0, end=max(n_frames - 1, 1), value=s0, step=1, width=420,
-                                 title="weight snapshot (training step)", name=f"snapshot_r{r}",
-                                 disabled=n_frames < 2)
+                                 title=f"weight snapshot ({METHOD_TITLES.get(methods[0], methods[0])}), training step",
+                                 format=CustomJSTickFormatter(args={"steps": steps, "method": method_switch},
+                                                              code="const s = steps[String(method.active)] || [];"
+                                                                   " const v = s[Math.round(tick)];"
+                                                                   " return v === undefined ? '' : String(v);"),
+                                 name=f"snapshot_r{r}", disabled=n_frames < 2)
             snap_children = [Div(text="<b>Over training</b>: the same layer's map at each weight snapshot "
                                       "(same selection).", width=420), snap_slider, snap_fig]
         else:
@@ -337,8 +355,10 @@ def explorer_layout(runs: Sequence[ExplorerRun], *, labels: np.ndarray, classes:
 
         head = Div(text=_run_heading(run, n), width=_MAP_SIZE)
         strip = _grid(strip_figs, _STRIP_COLS)
-        panels.append(column(head, slider, big, Div(text="<b>Every layer</b> (click one to show it above)",
-                                                   width=_MAP_SIZE), strip, metrics_fig, *snap_children))
+        maps_col = column(head, slider, big, Div(text="<b>Every layer</b> (click one to show it above)",
+                                                 width=_MAP_SIZE), strip)
+        more = [metrics_fig, *snap_children]
+        panels.append((maps_col, more))
         for key, value in (("bigs", big_r), ("bigfigs", big), ("sliders", slider), ("spans", span),
                            ("snaps", snap_r), ("snapfigs", snap_fig), ("snapsliders", snap_slider),
                            ("lines", metric_lines), ("strips", strip_rs), ("stripfigs", strip_figs)):
@@ -371,7 +391,11 @@ def explorer_layout(runs: Sequence[ExplorerRun], *, labels: np.ndarray, classes:
     controls = row(Div(text="<b>map</b>", width=40), method_switch, Div(text="<b>colour</b>", width=50),
                    colour_switch, clear)
     side = column(Div(text="<b>Selection</b>", width=380), selection)
-    layout = column(header, controls, legend, row(*panels, side))
+    if len(panels) == 1:                     # one run: maps | scores and snapshots | selection
+        body = row(panels[0][0], column(*panels[0][1]), side)
+    else:                                    # runs side by side, each with its scores below
+        body = row(*[column(maps_col, *more) for maps_col, more in panels], side)
+    layout = column(header, controls, legend, body)
     return layout, sprite_url
 
 
@@ -474,6 +498,12 @@ def _any_negative(run: ExplorerRun) -> bool:
 
 # The view: which layer, method and snapshot each panel shows. Idempotent: reads every control.
 _VIEW_JS = """
+// Every glyph variant holds its own x/y spec (selected and unselected points draw with their own).
+function setxy(r, fx, fy) {
+  for (const g of [r.glyph, r.selection_glyph, r.nonselection_glyph, r.hover_glyph, r.muted_glyph]) {
+    if (g != null && g !== 'auto' && g.x !== undefined) { g.setv({x: {field: fx}, y: {field: fy}}); }
+  }
+}
 const m = method.active;
 for (let r = 0; r < meta.length; r++) {
   const mt = meta[r];
@@ -482,21 +512,18 @@ for (let r = 0; r < meta.length; r++) {
   const key = 'm' + m + '_l' + l;
   const big = bigs[r], bigfig = bigfigs[r];
   const cols = mt.cols[key], b = mt.bounds[key];
-  big.glyph.x = {field: cols[0]};
-  big.glyph.y = {field: cols[1]};
+  setxy(big, cols[0], cols[1]);
   bigfig.x_range.setv({start: b[0], end: b[1]});
   bigfig.y_range.setv({start: b[2], end: b[3]});
   const note = mt.notes[key];
   const title = {pca: 'PCA', tsne: 't-SNE', umap: 'UMAP'}[method_names[m]] || method_names[m];
   bigfig.title.text = title + ': ' + mt.layers[l] + ' (layer ' + (l + 1) + ' of ' + mt.layers.length + ')'
                       + (note ? ' \u2013 ' + note : '');
-  slider.title = 'layer (input \u2192 output): ' + mt.layers[l];
   spans[r].location = l;
   const strip = strips[r], stripfig = stripfigs[r];
   for (let k = 0; k < strip.length; k++) {
     const kk = 'm' + m + '_l' + k, c = mt.cols[kk], bb = mt.bounds[kk];
-    strip[k].glyph.x = {field: c[0]};
-    strip[k].glyph.y = {field: c[1]};
+    setxy(strip[k], c[0], c[1]);
     stripfig[k].x_range.setv({start: bb[0], end: bb[1]});
     stripfig[k].y_range.setv({start: bb[2], end: bb[3]});
     stripfig[k].outline_line_width = k == l ? 3 : 1;
@@ -512,11 +539,11 @@ for (let r = 0; r < meta.length; r++) {
     if (frames && frames.length) {
       const s = Math.min(Math.round(snapslider.value), frames.length - 1);
       const f = frames[s];
-      snap.glyph.x = {field: f.x};
-      snap.glyph.y = {field: f.y};
+      setxy(snap, f.x, f.y);
       snapfig.x_range.setv({start: f.bounds[0], end: f.bounds[1]});
       snapfig.y_range.setv({start: f.bounds[2], end: f.bounds[3]});
       snapfig.title.text = title + ': ' + f.title;
+      snapslider.title = 'weight snapshot (' + title + '), training step';  // re-renders the step shown
       snap.visible = true;
     } else {
       snapfig.title.text = 'no ' + title + ' snapshot maps in this run';
@@ -610,6 +637,7 @@ def _deterministic_ids() -> Iterator[None]:
     input gives the same bytes (Bokeh otherwise uses a process-wide counter and uuid4)."""
     from unittest import mock
 
+    import bokeh.embed.elements as embed_elements
     import bokeh.embed.util as embed_util
     import bokeh.util.serialization as ser
 
@@ -620,7 +648,8 @@ def _deterministic_ids() -> Iterator[None]:
         ser._simple_id = 999
     try:
         with mock.patch.object(embed_util, "make_globally_unique_id", fixed), \
-             mock.patch.object(embed_util, "make_globally_unique_css_safe_id", fixed):
+             mock.patch.object(embed_util, "make_globally_unique_css_safe_id", fixed), \
+             mock.patch.object(embed_elements, "make_globally_unique_css_safe_id", fixed):
             yield
     finally:
         with ser._simple_id_lock:

@@ -40,6 +40,8 @@ POINTS = PLOTS / "points"                         # plots/points/<method>/<NN>_<
 FIGURES = PLOTS / "figures"                       # render: PNG figures
 CONFUSION = PLOTS / "confusion.csv"               # DVC confusion template
 COMPARE = PLOTS / "compare"                       # compare command output (not a DVC stage)
+EXPLORER = PLOTS / "explorer.html"                # explore: the interactive page of every map
+EXPLORER_COMPARE = COMPARE / "explorer.html"      # `explore A B`: two runs side by side (not a DVC stage)
 DIAGNOSTICS_PLOTS = PLOTS / "diagnostics"         # diagnose: unit-activity and class-tightness figures
 
 
