@@ -463,3 +463,36 @@ def test_real_tensorboard_serves_every_layer(staged_ws: Path, tmp_path: Path) ->
             sprite = Image.open(io.BytesIO(body))
             cols = int(np.ceil(np.sqrt(n)))
             assert sprite.size == (cols * 28, cols * 28) and max(sprite.size) <= 8192
+
+
+_DATA_PANEL = """
+function deep(root, sel) {
+  const hit = root.querySelector(sel);
+  if (hit) return hit;
+  for (const el of root.querySelectorAll('*')) {
+    if (el.shadowRoot) { const h = deep(el.shadowRoot, sel); if (h) return h; }
+  }
+  return null;
+}
+const p = deep(document, 'vz-projector-data-panel');
+if (!p || !p.selectedTensor || !p.tensorNames || !p.tensorNames.length) return null;
+return {selected: p.selectedTensor, menu: p.tensorNames.map(t => t.name), run: p.selectedRun};
+"""
+
+
+@pytest.mark.slow
+def test_projector_page_opens_on_the_layer_before_the_output(staged_ws: Path, tmp_path: Path, browser) -> None:
+    """TensorBoard's own projector page in a real browser: which tensor it opens on, and its menu."""
+    run_cli("projector", cwd=staged_ws)
+    index = json.loads((staged_ws / "data" / "activations" / "layers.json").read_text())
+    stems = [f"{i:02d}_{l['name']}" for i, l in enumerate(index["layers"], start=1) if l["dim"] >= 2]
+    with _tensorboard(staged_ws / "data" / "projector", tmp_path / "tensorboard.log") as base:
+        # the page the Projector tab shows in its iframe
+        browser.open(f"{base}/data/plugin/projector/projector_binary.html")
+        state = browser.wait_for(_DATA_PANEL, timeout=120)
+        browser.screenshot("tensorboard_projector", full_page=False)
+        errors = [e for e in browser.console_errors() if "favicon.ico" not in e]
+    assert state["run"] == "."
+    assert state["selected"] == "* 12_act4 (before the output)" == state["menu"][0]
+    assert state["menu"][1:] == stems                            # then network order, input to logits
+    assert errors == []
