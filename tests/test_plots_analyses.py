@@ -167,3 +167,24 @@ def test_feature_maps_comparison_rows_per_case_and_shared_scale_per_layer():
     assert "unsure: true b" in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="same layers"):
         predictions.feature_maps_comparison([cases[0], predictions.MapsCase("x", "y", img, layers(1.0)[:2])])
+
+
+# -- explained variance with and without sphereize in the PCA panels ---------------------------
+
+from pipeline.plots import embeddings  # noqa: E402
+
+
+def test_variance_note_and_progression_panels_show_both_explained_variances():
+    scores = {"explained_variance_plain": 0.4512, "explained_variance_sphereized": 0.3071}
+    assert embeddings.variance_note(scores) == "EV 0.45 · sphereized 0.31"
+    assert embeddings.variance_note({"explained_variance_plain": 0.4}) == ""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(2), 10)
+    maps = {"input": rng.normal(size=(20, 2)), "fc1": rng.normal(size=(20, 2))}
+    fig = embeddings.progression_grid(["input", "fc1"], maps, labels, ["a", "b"], method="pca",
+                                      knn={"input": 0.5, "fc1": 0.9}, notes={"fc1": embeddings.variance_note(scores)})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert titles[0].endswith("kNN acc 0.50") and titles[1].endswith("kNN acc 0.90\nEV 0.45 · sphereized 0.31")
+    single = embeddings.scatter_embedding(maps["fc1"], labels, ["a", "b"], method="pca", layer="fc1",
+                                          scores={"knn_accuracy": 0.9, **scores})
+    assert "EV 0.45 · sphereized 0.31" in single.axes[0].get_title()

@@ -15,10 +15,20 @@ from matplotlib.figure import Figure
 from pipeline.plots.common import (axis_labels, class_colors, class_legend, draw_classes, grid_shape,
                                    hide_unused, label_centroids, marker_size, method_label, new_figure)
 
-__all__ = ["scatter_embedding", "progression_grid", "score_line"]
+__all__ = ["scatter_embedding", "progression_grid", "score_line", "variance_note"]
 
 _SCORE_NAMES = (("knn_accuracy", "kNN accuracy"), ("trustworthiness", "trustworthiness"),
                 ("silhouette", "silhouette"), ("explained_variance", "explained variance"))
+_EV_KEYS = ("explained_variance_plain", "explained_variance_sphereized")
+
+
+def variance_note(scores: Mapping[str, object] | None) -> str:
+    """"EV 0.45 · sphereized 0.31" (share of variance the map's components keep, without and with
+    reduce.sphereize) from a PCA layer's metrics; empty when they are not there."""
+    values = [(scores or {}).get(key) for key in _EV_KEYS]
+    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values):
+        return ""
+    return f"EV {values[0]:.2f} · sphereized {values[1]:.2f}"
 
 
 def score_line(scores: Mapping[str, object] | None) -> str:
@@ -53,7 +63,7 @@ def scatter_embedding(coords: np.ndarray, labels: np.ndarray, classes: Sequence[
     else:
         ax.set_aspect("equal", adjustable="datalim")
     kind_text = f" ({kind})" if kind and kind != layer else ""
-    line = score_line(scores)
+    line = " · ".join(part for part in (score_line(scores), variance_note(scores)) if part)
     ax.set_title(f"{method_label(method)} map of layer {layer}{kind_text}, {len(coords)} test images"
                  + (f"\n{line}" if line else ""), fontsize=12)
     # 3-D axes draw the z label outside their box, where the legend would sit
@@ -64,13 +74,15 @@ def scatter_embedding(coords: np.ndarray, labels: np.ndarray, classes: Sequence[
 def progression_grid(layers: Sequence[str], coords: Mapping[str, np.ndarray], labels: np.ndarray,
                      classes: Sequence[str], *, method: str, knn: Mapping[str, float | None] | None = None,
                      kinds: Mapping[str, str] | None = None, skipped: Mapping[str, str] | None = None,
-                     colors: np.ndarray | None = None, max_cols: int = 5) -> Figure:
+                     notes: Mapping[str, str] | None = None, colors: np.ndarray | None = None,
+                     max_cols: int = 5) -> Figure:
     """One panel per layer, in forward order. A layer without coordinates gets a panel saying why
     (``skipped[layer]``), so the grid always has exactly ``len(layers)`` panels. 3-D maps show
-    their first two components (noted in the title)."""
+    their first two components (noted in the title). ``notes[layer]`` is added to the panel's
+    title after the kNN accuracy (e.g. PCA's explained variance, :func:`variance_note`)."""
     labels = np.asarray(labels)
     colors = class_colors(len(classes)) if colors is None else colors
-    knn, kinds, skipped = knn or {}, kinds or {}, skipped or {}
+    knn, kinds, skipped, notes = knn or {}, kinds or {}, skipped or {}, notes or {}
     rows, cols = grid_shape(len(layers), max_cols)
     panel = 2.9
     fig = new_figure(cols * panel + 1.3, rows * (panel + 0.35) + 0.6)
@@ -91,7 +103,8 @@ def progression_grid(layers: Sequence[str], coords: Mapping[str, np.ndarray], la
             draw_classes(ax, xy[:, :2], labels, colors, size=marker_size(len(xy), panel))
             acc = knn.get(name)
             score = f"kNN acc {acc:.2f}" if isinstance(acc, (int, float)) and np.isfinite(acc) else "kNN acc n/a"
-            ax.set_title(f"{head}\n{score}", fontsize=9.5)
+            extra = f"\n{notes[name]}" if notes.get(name) else ""
+            ax.set_title(f"{head}\n{score}{extra}", fontsize=9.5)
         ax.set_xticks([])
         ax.set_yticks([])
         if i % cols == 0:
