@@ -21,6 +21,19 @@ def test_trustworthiness_equals_scikit_learn(n: int, dim: int, k: int) -> None:
         assert quality.trustworthiness(reference, coords, k, chunk_values=chunk) == pytest.approx(expected, abs=1e-6)
 
 
+def test_trustworthiness_on_a_sample_estimates_the_exact_value() -> None:
+    rng = np.random.default_rng(5)
+    n = 3000
+    reference = rng.normal(size=(n, 10))
+    coords = reference[:, :2] + rng.normal(scale=0.5, size=(n, 2))
+    exact = quality.trustworthiness(reference, coords, 10)
+    assert quality.trustworthiness(reference, coords, 10, max_points=n) == exact          # not sampled
+    sampled = [quality.trustworthiness(reference, coords, 10, max_points=800, seed=s) for s in (0, 1)]
+    assert sampled[0] != sampled[1] and sampled[0] != exact                            # really a sample
+    assert all(abs(t - exact) < 0.01 for t in sampled), (sampled, exact)
+    assert quality.trustworthiness(reference, coords, 10, max_points=800, seed=0) == sampled[0]   # seeded
+
+
 def test_trustworthiness_extremes_and_clamp() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(40, 6))
@@ -47,16 +60,17 @@ def test_trustworthiness_memory_is_bounded_by_the_chunk() -> None:
     assert peak < n * n * 8 / 10, peak                                    # 32 MB for a full matrix
 
 
-def test_silhouette_sample_is_recorded(monkeypatch) -> None:
+def test_samples_are_recorded(monkeypatch) -> None:
     monkeypatch.setattr(quality, "SILHOUETTE_MAX", 200)
     rng = np.random.default_rng(3)
     n = 1000
     coords = rng.normal(size=(n, 2))
     labels = rng.integers(0, 3, size=n)
+    monkeypatch.setattr(quality, "TRUST_EXACT_MAX", 300)
     small = quality.map_metrics(coords[:150], coords[:150], labels[:150], k=5)
-    assert "silhouette" in small and "silhouette_sample" not in small
+    assert "silhouette" in small and "silhouette_sample" not in small and "trustworthiness_sample" not in small
     large = quality.map_metrics(coords, coords, labels, k=5)
-    assert large["silhouette_sample"] == 200
+    assert large["silhouette_sample"] == 200 and large["trustworthiness_sample"] == 300
     assert quality.silhouette(coords, labels) == quality.silhouette(coords, labels)     # seeded sample
     assert quality.silhouette(coords, labels) != quality.silhouette(coords, labels, max_points=n)
 

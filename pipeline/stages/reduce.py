@@ -58,7 +58,8 @@ def layer_metrics(x: np.ndarray, emb: Embedding, labels: np.ndarray, method: str
     assert emb.features is not None
     out: dict[str, Any] = map_metrics(emb.features.pcs, emb.coords, labels, k=cfg.knn_k, seed=cfg.seed)
     full = x if x.size <= FULL_KNN_MAX else emb.features.pcs
-    acc = knn_accuracy(np.asarray(full, dtype=np.float64), labels, cfg.knn_k, seed=cfg.seed)
+    wide = full is x and x.shape[1] > emb.features.pcs.shape[1]
+    acc = knn_accuracy(full, labels, cfg.knn_k, seed=cfg.seed, dtype=np.float32 if wide else np.float64)
     if acc is not None:
         out["knn_accuracy_full"] = round(acc, 6)
     if method == "pca":
