@@ -28,7 +28,7 @@ app = typer.Typer(
          "reduce {pca,tsne,umap} / probe / projector -> render. Every knob is in params.yaml.",
 )
 
-_state: dict[str, Any] = {"params": Path("params.yaml")}
+_state: dict[str, Any] = {"params": None}       # --params as given; None: the project's params.yaml
 
 # `-p FILE` is accepted before the command (`python -m pipeline -p p.yaml train`) and after it
 # (`python -m pipeline train -p p.yaml`); after wins.
@@ -55,9 +55,9 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    params: Annotated[Path, typer.Option("--params", "-p", metavar="PATH",
-                                         help="params file to read (also accepted after the command)")]
-    = Path("params.yaml"),
+    params: Annotated[Optional[Path], typer.Option("--params", "-p", metavar="PATH", show_default=False,
+                                                   help="params file to read (default: params.yaml in the project "
+                                                        "root; also accepted after the command)")] = None,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ) -> None:
@@ -71,13 +71,38 @@ def _use(params: Optional[Path]) -> None:
 
 
 def _load_params() -> Any:
+    """Validated params, read from the project root, which becomes the working folder.
+
+    Every path in dvc.yaml and pipeline/paths.py is relative to the root (the folder holding
+    dvc.yaml or params.yaml, found from any subfolder), so a stage started in ``data/`` still reads
+    params.yaml and writes data/prepared, not data/data/prepared. A missing params.yaml is an error,
+    not "use the defaults"; ``--params FILE`` names another file (relative to where you are).
+    """
+    from pipeline import paths
     from pipeline.config import load_params
     from pipeline.errors import ConfigError
+    from pipeline.runtime import log
 
-    path = Path(_state["params"])
-    if path != Path("params.yaml") and not path.exists():       # only the default may be absent (= defaults)
-        raise ConfigError(f"--params {path}: file not found; give an existing YAML file (or leave --params out)")
-    return load_params(path)
+    given = _state["params"]
+    here = Path.cwd()
+    chosen = None if given is None else (Path(given) if Path(given).is_absolute() else here / given)
+    root = paths.find_root(here)
+    if root is None and chosen is None:
+        raise ConfigError(f"no params.yaml or dvc.yaml in {here} or any folder above it; run from the project "
+                          f"folder, or pass --params FILE")
+    if root is not None and root != here:
+        os.chdir(root)
+        log(f"note: running in the project root {root}")
+    if chosen is None:
+        if not paths.PARAMS.is_file():
+            raise ConfigError(f"{root / paths.PARAMS}: not found (the project root has {paths.PIPELINE} but no "
+                              f"params file); restore it (`git checkout {paths.PARAMS}`) or pass --params FILE")
+        chosen = paths.PARAMS
+    elif not chosen.exists():
+        raise ConfigError(f"--params {given}: file not found; give an existing YAML file (or leave --params out)")
+    elif not Path(given).is_absolute():
+        chosen = Path(os.path.relpath(chosen))         # messages name the file as given (relative to the root now)
+    return load_params(chosen)
 
 
 class _Interrupted(Exception):

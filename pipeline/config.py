@@ -6,7 +6,8 @@ Unknown keys are refused, ranges and choices are checked, and any problem become
 
     params.yaml: model.kernel_size = -3: must be greater than or equal to 1
 
-Sections missing from the file take their defaults, so a minimal params.yaml is ``{}``.
+Sections missing from the file take their defaults, so a minimal params.yaml is ``{}``; a missing
+params.yaml is an error.
 """
 
 from __future__ import annotations
@@ -370,10 +371,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_params(path: str | Path = paths.PARAMS) -> Params:
-    """Read and validate params.yaml (a missing file means all defaults)."""
+    """Read and validate params.yaml. A missing file is an error: silently running on the defaults
+    would cache results for params nobody chose (an empty file, ``{}``, means all defaults)."""
     path = Path(path)
     if not path.exists():
-        return Params()
+        raise ConfigError(f"{path}: params file not found; run from the project folder (the one with "
+                          f"{paths.PARAMS}) or pass --params FILE")
     if path.is_dir():
         raise ConfigError(f"{path} is a folder, not a params file; pass a YAML file (e.g. params.yaml)")
     try:

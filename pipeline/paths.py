@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+PIPELINE = Path("dvc.yaml")
+ROOT_MARKERS = (PIPELINE, PARAMS)      # a folder holding either is a project root
 
 DATA = Path("data")
 RAW = DATA / "raw"                    # default data.root for torchvision datasets
@@ -43,6 +45,15 @@ COMPARE = PLOTS / "compare"                       # compare command output (not 
 EXPLORER = PLOTS / "explorer.html"                # explore: the interactive page of every map
 EXPLORER_COMPARE = COMPARE / "explorer.html"      # `explore A B`: two runs side by side (not a DVC stage)
 DIAGNOSTICS_PLOTS = PLOTS / "diagnostics"         # diagnose: unit-activity and class-tightness figures
+
+
+def find_root(start: Path) -> Path | None:
+    """The project root: ``start`` or the nearest folder above it holding dvc.yaml or params.yaml."""
+    start = start.absolute()
+    for folder in (start, *start.parents):
+        if any((folder / marker).is_file() for marker in ROOT_MARKERS):
+            return folder
+    return None
 
 
 def embedding_dir(method: str) -> Path:

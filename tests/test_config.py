@@ -22,8 +22,11 @@ def test_defaults_match_params_yaml():
     assert params.model.arch == "lenet"
 
 
-def test_missing_file_means_defaults(tmp_path):
-    assert load_params(tmp_path / "nope.yaml") == Params()
+def test_missing_file_is_an_error_and_an_empty_one_means_defaults(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope.yaml: params file not found; run from the project folder"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    assert load_params(tmp_path / "empty.yaml") == Params()
 
 
 @pytest.mark.parametrize(
