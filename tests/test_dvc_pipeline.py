@@ -102,24 +102,53 @@ def test_exp_umap_param_reruns_only_umap_and_after(pipeline_repo):
 
 
 def test_forced_rerun_is_deterministic(pipeline_repo):
+    """`dvc repro --force` of the whole pipeline: dvc.lock (the hash of every output, cached or not)
+    byte-identical to the committed one, and every git-tracked file (metrics, plots) unchanged."""
     root = pipeline_repo
-    git("checkout", "-q", "--", ".", cwd=root)            # back to the committed params
+    git("checkout", "-q", "--", ".", cwd=root)            # back to the committed params and results
     dvc("checkout", "--force", cwd=root, check=False)
+    committed = git("show", "HEAD:dvc.lock", cwd=root)
+    assert (root / "dvc.lock").read_text() == committed
+    out = dvc("repro", "--force", cwd=root).stdout
+    assert stages_ran(out) == ALL_STAGES, out
+    changed = [line for line in git("status", "--porcelain", cwd=root).splitlines() if line.strip()]
+    assert (root / "dvc.lock").read_text() == committed, "\n".join(changed)
+    assert not changed, changed
+    assert (root / "logs/train/timings.json").exists() and (root / "logs/reduce/tsne.json").exists()
 
-    def snapshot() -> dict[str, object]:
-        metrics = {}
-        for path in sorted((root / "metrics").rglob("*.json")):
-            data = json.loads(path.read_text())
-            if path.name == "metrics.json":
-                data.pop("seconds_per_epoch", None)
-            metrics[str(path.relative_to(root))] = data
-        embeddings = {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "data/embeddings").rglob("*.npy"))}
-        return {"metrics": metrics, "embeddings": embeddings}
 
-    first = snapshot()                                     # the committed run, restored from the cache
-    dvc("repro", "--force", cwd=root)
-    second = snapshot()
-    assert first["metrics"] == second["metrics"]
-    assert first["embeddings"].keys() == second["embeddings"].keys()
-    different = [k for k in first["embeddings"] if first["embeddings"][k] != second["embeddings"][k]]
-    assert not different, different[:5]
+def _stages_importing(module: str) -> set[str]:
+    """dvc.yaml stages (foreach ones expanded) whose command imports ``module`` (tests/test_dvc_deps.py)."""
+    import yaml
+
+    from tests.conftest import REPO
+    from tests.test_dvc_deps import code_deps, stage_modules
+
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    names = set()
+    for name, stage_module in stage_modules(dvc_yaml).items():
+        if module in code_deps(stage_module):
+            items = dvc_yaml["stages"][name].get("foreach")
+            names |= {f"{name}@{item}" for item in items} if items else {name}
+    return names
+
+
+@pytest.mark.parametrize("module", ["pipeline/runtime.py", "pipeline/datasets.py", "pipeline/quality.py",
+                                    "pipeline/plots/common.py"])
+def test_editing_a_module_changes_exactly_the_stages_that_import_it(pipeline_repo, module):
+    root = pipeline_repo
+    git("checkout", "-q", "--", ".", cwd=root)
+    dvc("checkout", "--force", cwd=root, check=False)
+    expected = _stages_importing(module)
+    assert expected, module
+    path = root / module
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# an edit\n")
+        status = json.loads(dvc("status", "--json", cwd=root).stdout)
+    finally:
+        path.write_bytes(original)
+    changed = {stage for stage, entries in status.items()
+               if any(module in (entry.get("changed deps") or {}) for entry in entries if isinstance(entry, dict))}
+    assert changed == expected, (module, status)
+    assert set(status) == expected, status                  # nothing else is out of date
