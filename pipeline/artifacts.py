@@ -25,12 +25,13 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from pipeline import paths
 from pipeline.errors import UserError
 
 __all__ = [
     "atomic_path", "write_bytes", "write_text", "save_json", "load_json", "save_npy", "load_npy",
     "save_safetensors", "load_safetensors", "save_csv", "save_figure", "save_animation", "stage_outputs", "remove",
-    "SAFE_NAME", "check_name", "load_layer_index", "load_labels",
+    "SAFE_NAME", "check_name", "load_layer_index", "load_labels", "check_complete",
 ]
 
 
@@ -86,8 +87,22 @@ def save_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
+def check_complete(path: str | Path) -> None:
+    """Refuse to read ``path`` from an output folder its stage did not finish (a SIGKILL outside
+    DVC, a copy cut short): the stage writes the folder's marker (:data:`paths.COMPLETE_WHEN`) last,
+    so a folder without it is incomplete, whatever else it holds."""
+    found = paths.output_folder(Path(path))
+    if found is None:
+        return
+    folder, marker, stage = found
+    if folder.is_dir() and not (folder / marker).is_file():
+        raise UserError(f"{folder}: incomplete ({marker}, which {stage} writes last, is missing: the stage was "
+                        f"interrupted); rerun it (`dvc repro {stage}`)")
+
+
 def load_json(path: str | Path, what: str = "file") -> Any:
     path = Path(path)
+    check_complete(path)
     if not path.exists():
         raise UserError(f"{path}: {what} not found; run the stage that makes it (`dvc repro`)")
     try:
@@ -107,6 +122,7 @@ def load_npy(path: str | Path, *, dtype: Any = None, ndim: int | None = None,
              mmap: bool = False, what: str = "array") -> np.ndarray:
     """Load a .npy without unpickling; check kind and number of dimensions."""
     path = Path(path)
+    check_complete(path)
     if not path.exists():
         raise UserError(f"{path}: {what} not found; run the stage that makes it (`dvc repro`)")
     try:
@@ -236,6 +252,7 @@ def load_safetensors(path: str | Path) -> dict:
     from safetensors.torch import load_file
 
     path = Path(path)
+    check_complete(path)
     if not path.exists():
         raise UserError(f"{path}: weights file not found; train first (`dvc repro train`) or fix model.weights")
     try:

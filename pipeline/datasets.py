@@ -469,7 +469,7 @@ def save_prepared(directory: str | Path, data: Prepared) -> None:
     artifacts.save_npy(directory / "train_labels.npy", data.train_labels)
     artifacts.save_npy(directory / "test_images.npy", data.test_images)
     artifacts.save_npy(directory / "test_labels.npy", data.test_labels)
-    artifacts.save_json(directory / "info.json", data.info)
+    artifacts.save_json(directory / "info.json", data.info)          # last: the folder's completion marker
 
 
 def _info_problem(info: Any) -> str | None:

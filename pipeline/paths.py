@@ -47,6 +47,32 @@ EXPLORER_COMPARE = COMPARE / "explorer.html"      # `explore A B`: two runs side
 DIAGNOSTICS_PLOTS = PLOTS / "diagnostics"         # diagnose: unit-activity and class-tightness figures
 
 
+# Output folders that later stages read: the file their stage writes last (its completion marker)
+# and the stage. A folder without its marker was left by an interrupted stage; readers refuse it.
+COMPLETE_WHEN: dict[Path, tuple[str, str]] = {
+    PREPARED: ("info.json", "fetch"),
+    MODEL: ("model.json", "train"),
+    ACTIVATIONS: ("layers.json", "extract"),
+}
+EMBEDDING_MARKER = "info.json"        # data/embeddings/<method>/, written last by reduce@<method>
+
+
+def output_folder(path: Path) -> tuple[Path, str, str] | None:
+    """(folder, marker, stage) of the marked output folder holding ``path`` (relative to the
+    working folder, i.e. the project root), or None for any other path."""
+    try:
+        rel = Path(path).absolute().relative_to(Path.cwd().absolute())
+    except ValueError:
+        return None
+    for folder, (marker, stage) in COMPLETE_WHEN.items():
+        if rel.parts[:len(folder.parts)] == folder.parts and len(rel.parts) > len(folder.parts):
+            return folder, marker, stage
+    n = len(EMBEDDINGS.parts)
+    if rel.parts[:n] == EMBEDDINGS.parts and len(rel.parts) > n + 1:
+        return EMBEDDINGS / rel.parts[n], EMBEDDING_MARKER, f"reduce@{rel.parts[n]}"
+    return None
+
+
 def find_root(start: Path) -> Path | None:
     """The project root: ``start`` or the nearest folder above it holding dvc.yaml or params.yaml."""
     start = start.absolute()

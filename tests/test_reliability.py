@@ -409,6 +409,105 @@ def test_stage_with_one_input_missing_names_it(staged_ws: Path, capsys, missing,
 
 
 # --------------------------------------------------------------------------------------------
+# Incomplete folders: a stage killed outside DVC leaves a folder without its completion marker
+# (the file it writes last); every reader refuses such a folder with one line
+
+
+INCOMPLETE_CASES = [
+    (P, "fetch", [("train",), ("extract",), ("projector",), ("render",), ("export",)]),
+    (M, "train", [("extract",), ("render",), ("diagnose",), ("export",)]),
+    (A, "extract", [("reduce", "pca"), ("probe",), ("projector",), ("diagnose",), ("render",)]),
+]
+
+
+@pytest.mark.parametrize("folder, stage, args", [(f, s, a) for f, s, readers in INCOMPLETE_CASES for a in readers],
+                         ids=[f"{f.name}-{' '.join(a)}" for f, _, readers in INCOMPLETE_CASES for a in readers])
+def test_readers_refuse_a_folder_without_its_completion_marker(staged_ws: Path, capsys, folder, stage, args):
+    marker = paths.COMPLETE_WHEN[folder][0]
+    (folder / marker).unlink()
+    set_params(staged_ws, {"render": {"dpi": 50}})
+    assert expect_failure(capsys, *args) == (f"{folder}: incomplete ({marker}, which {stage} writes last, is missing: "
+                                             f"the stage was interrupted); rerun it (`dvc repro {stage}`)")
+
+
+def test_render_refuses_a_half_written_embedding_folder(staged_ws: Path, capsys):
+    """13 maps and no info.json (reduce umap killed outside DVC): no figures from a partial map set."""
+    umap = paths.embedding_dir("umap")
+    artifacts.save_npy(umap / "act4.npy", np.zeros((120, 2), dtype=np.float32))
+    set_params(staged_ws, {"render": {"dpi": 50}})
+    assert expect_failure(capsys, "render") == (f"{umap}: incomplete (info.json, which reduce@umap writes last, is "
+                                                f"missing: the stage was interrupted); rerun it (`dvc repro reduce@umap`)")
+
+
+def test_every_marked_stage_writes_its_marker_last(staged_ws: Path, monkeypatch):
+    """The order of the renames that finish each file, for the stages whose folders are marked."""
+    done: list[Path] = []
+    replace = os.replace
+
+    def recording(src, dst, *args, **kwargs):
+        replace(src, dst, *args, **kwargs)
+        done.append(Path(dst).absolute().relative_to(staged_ws))
+
+    monkeypatch.setattr(os, "replace", recording)
+    set_params(staged_ws, {"train": {"epochs": 1}, "reduce": {"pca_dims": 10}})
+    for args, folder, marker in [(("fetch",), P, "info.json"), (("train",), M, "model.json"),
+                                 (("extract",), A, "layers.json"),
+                                 (("reduce", "pca"), paths.embedding_dir("pca"), "info.json")]:
+        done.clear()
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(list(args))
+        assert exit_info.value.code == 0
+        inside = [p for p in done if p.parts[:len(folder.parts)] == folder.parts]
+        assert len(inside) > 1 and inside[-1] == folder / marker, (args, inside[-3:])
+
+
+# --------------------------------------------------------------------------------------------
+# Wrong folder: a stage started in a subfolder runs in the project root; no params.yaml is an error
+
+
+def test_stage_started_in_a_subfolder_runs_in_the_project_root(workspace: Path, monkeypatch, capsys):
+    (workspace / "dvc.yaml").write_text("stages: {}\n")
+    (workspace / "data" / "raw").mkdir(parents=True)
+    set_params(workspace, {"data": {"dataset": "digits", "n_train": 100, "n_test": 50}})
+    monkeypatch.chdir(workspace / "data" / "raw")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["fetch"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 0, err
+    assert f"note: running in the project root {workspace}" in err
+    info = json.loads((workspace / P / "info.json").read_text())
+    assert info["dataset"] == "digits" and info["n_test"] == 50          # params.yaml was read, not defaults
+    assert not (workspace / "data" / "raw" / "data").exists() and not (workspace / "data" / "data").exists()
+
+
+def test_params_flag_is_relative_to_where_you_are(workspace: Path, monkeypatch, capsys):
+    (workspace / "sub").mkdir()
+    (workspace / "sub" / "mine.yaml").write_text(yaml.safe_dump({"data": {"dataset": "digits", "n_test": 40}}))
+    monkeypatch.chdir(workspace / "sub")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["fetch", "--params", "mine.yaml"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert json.loads((workspace / P / "info.json").read_text())["n_test"] == 40
+
+
+def test_project_without_params_yaml_exit_2(workspace: Path, capsys):
+    (workspace / "params.yaml").unlink()
+    (workspace / "dvc.yaml").write_text("stages: {}\n")
+    message = expect_failure(capsys, "fetch", code=2)
+    assert message == (f"{workspace / 'params.yaml'}: not found (the project root has dvc.yaml but no params file); "
+                       f"restore it (`git checkout params.yaml`) or pass --params FILE")
+
+
+def test_outside_any_project_exit_2(tmp_path: Path, monkeypatch, capsys):
+    if paths.find_root(tmp_path) is not None:
+        pytest.skip(f"{paths.find_root(tmp_path)} above the temporary folder holds dvc.yaml or params.yaml")
+    monkeypatch.chdir(tmp_path)
+    message = expect_failure(capsys, "train", code=2)
+    assert message == (f"no params.yaml or dvc.yaml in {tmp_path} or any folder above it; run from the project "
+                       f"folder, or pass --params FILE")
+
+
+# --------------------------------------------------------------------------------------------
 # Interruptions: Ctrl-C, disk full, SIGINT / SIGTERM from outside
 
 
@@ -795,8 +894,8 @@ def test_fuzz_csv_writer_round_trips_through_a_csv_reader(rows):
 # "property" (hypothesis). one_line / clean: the test asserts the one-line error / that the stage
 # left none of its outputs (None: not asserted, e.g. a unit test of a pure function).
 
-CATEGORIES = ["params", "data", "model files", "missing inputs", "interruptions", "numerical faults",
-              "determinism", "fuzzing"]
+CATEGORIES = ["params", "data", "model files", "missing inputs", "wrong folder", "stale cache", "interruptions",
+              "full disk", "numerical faults", "determinism", "fuzzing"]
 _R, _S = "tests/test_reliability.py", "tests/test_security.py"
 CASES: dict[str, tuple[str, str, bool | None, bool | None]] = {
     # params
@@ -886,15 +985,32 @@ CASES: dict[str, tuple[str, str, bool | None, bool | None]] = {
     "tests/test_export.py::test_export_without_onnx_explains_how_to_install": ("missing inputs", "error", True, True),
     f"{_R}::test_stage_in_an_empty_workspace_says_what_to_run": ("missing inputs", "error", True, True),
     f"{_R}::test_stage_with_one_input_missing_names_it": ("missing inputs", "error", True, True),
+    # interrupted writers: readers refuse a folder without its completion marker
+    f"{_R}::test_readers_refuse_a_folder_without_its_completion_marker": ("interruptions", "error", True, True),
+    f"{_R}::test_render_refuses_a_half_written_embedding_folder": ("interruptions", "error", True, True),
+    f"{_R}::test_every_marked_stage_writes_its_marker_last": ("interruptions", "handled", None, None),
+    # wrong folder
+    f"{_R}::test_stage_started_in_a_subfolder_runs_in_the_project_root": ("wrong folder", "handled", None, None),
+    f"{_R}::test_params_flag_is_relative_to_where_you_are": ("wrong folder", "handled", None, None),
+    f"{_R}::test_project_without_params_yaml_exit_2": ("wrong folder", "error", True, True),
+    f"{_R}::test_outside_any_project_exit_2": ("wrong folder", "error", True, True),
+    "tests/test_config.py::test_missing_file_is_an_error_and_an_empty_one_means_defaults": ("wrong folder", "error", True, None),
+    # stale cache: an input changed, DVC must rerun what reads it
+    "tests/test_dvc_deps.py::test_every_stage_declares_exactly_the_code_it_imports": ("stale cache", "handled", None, None),
+    "tests/test_dvc_deps.py::test_check_reports_missing_unused_and_too_wide_deps": ("stale cache", "handled", None, None),
+    "tests/test_dvc_pipeline.py::test_editing_a_module_changes_exactly_the_stages_that_import_it":
+        ("stale cache", "handled", None, None),
+    "tests/test_stale_cache.py::test_swapping_raw_label_files_reruns_fetch": ("stale cache", "handled", None, None),
     # interruptions
     "tests/test_faults.py::test_sigkill_then_repro_gives_uninterrupted_outputs": ("interruptions", "error", None, True),
     "tests/test_compare.py::test_synthetic_failure_while_writing_removes_partial_report":
         ("interruptions", "error", None, True),
     "tests/test_plots.py::test_save_figure_failure_leaves_no_file": ("interruptions", "error", None, True),
     f"{_R}::test_ctrl_c_in_the_middle_of_a_stage_removes_what_it_wrote": ("interruptions", "error", True, True),
-    f"{_R}::test_disk_full_while_writing_is_one_line_and_leaves_nothing": ("interruptions", "error", True, True),
     f"{_R}::test_signal_during_training_removes_partial_outputs": ("interruptions", "error", True, True),
     f"{_R}::test_every_write_in_the_pipeline_is_atomic": ("interruptions", "handled", None, None),
+    # full disk
+    f"{_R}::test_disk_full_while_writing_is_one_line_and_leaves_nothing": ("full disk", "error", True, True),
     # numerical faults
     "tests/test_train.py::test_divergence_stops_with_one_line_and_no_outputs": ("numerical faults", "error", True, True),
     "tests/test_reduce_stage.py::test_no_mappable_layer_is_an_error_and_leaves_nothing":

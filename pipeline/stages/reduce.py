@@ -217,8 +217,8 @@ def run(params: Params, method: str) -> dict[str, Any]:
             raise UserError(f"reduce {method}: no layer could be mapped ({reasons}); "
                             f"check the model and rerun extract (`dvc repro extract`)")
         _snapshots(method, cfg, index, act, out, labels, anchors, info)
-        artifacts.save_json(out / "info.json", info)
         artifacts.save_json(metrics_path, metrics)
+        artifacts.save_json(out / paths.EMBEDDING_MARKER, info)     # last: the folder's completion marker
     seconds = round(time.perf_counter() - started, 2)
     artifacts.save_json(paths.reduce_log(method), {"seconds": seconds, "layers": timings})
     skipped = [k for k, v in info["layers"].items() if v["status"] != "ok"]

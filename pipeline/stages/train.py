@@ -289,6 +289,6 @@ def run(params: Params) -> dict[str, Any]:
                             {"epoch_seconds": seconds, "seconds_per_epoch": round(float(np.mean(seconds)), 3)
                              if seconds else None})
         model.to("cpu")
-        save_model(paths.MODEL, model, meta)
         snapshots.write_index()
+        save_model(paths.MODEL, model, meta)            # model.json last: the folder's completion marker
     return {"history": history, "params": meta["params"]}
