@@ -13,6 +13,7 @@ partial result, and a rerun never mixes old and new files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -31,7 +32,8 @@ from pipeline.errors import UserError
 __all__ = [
     "atomic_path", "write_bytes", "write_text", "save_json", "load_json", "save_npy", "load_npy",
     "save_safetensors", "load_safetensors", "save_csv", "save_figure", "save_animation", "stage_outputs", "remove",
-    "SAFE_NAME", "check_name", "load_layer_index", "load_labels", "check_complete",
+    "SAFE_NAME", "check_name", "load_layer_index", "load_labels", "check_complete", "require_free_space",
+    "reserve", "format_size",
 ]
 
 
@@ -346,6 +348,46 @@ def _close_figure(fig: Any) -> None:
     if plt is not None:
         plt.close(fig)
     fig.clear()
+
+
+def format_size(n_bytes: float) -> str:
+    """``1.5 GiB``, ``12.0 MiB``, ``800 KiB``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{math.ceil(n_bytes / 1024)} KiB"
+
+
+def require_free_space(folder: str | Path, needed: int, what: str, fix: str) -> None:
+    """Refuse to start writing ``needed`` bytes into ``folder`` when its disk has less free space."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise UserError(f"{folder}: {what} need {format_size(needed)}, but only {format_size(free)} are free "
+                        f"there; {fix}")
+
+
+def reserve(path: str | Path, fix: str) -> None:
+    """Allocate the disk blocks of ``path`` (a file about to be written through a memory map) now.
+
+    A write through a memory map into a sparse file on a full disk is a SIGBUS that kills the
+    process (exit 135, partial files left behind), not an exception. Allocated first, a full disk
+    is an error here, and the stage's outputs are removed as after any other error.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"{path.parent}: disk full while reserving {format_size(size)} for {path.name}; "
+                            f"{fix}") from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):   # no fallocate here: checked before
+            raise
+    finally:
+        os.close(fd)
 
 
 def remove(path: str | Path) -> None:

@@ -1011,6 +1011,8 @@ CASES: dict[str, tuple[str, str, bool | None, bool | None]] = {
     f"{_R}::test_every_write_in_the_pipeline_is_atomic": ("interruptions", "handled", None, None),
     # full disk
     f"{_R}::test_disk_full_while_writing_is_one_line_and_leaves_nothing": ("full disk", "error", True, True),
+    "tests/test_full_disk.py::test_extract_checks_free_space_before_it_starts": ("full disk", "error", True, True),
+    "tests/test_full_disk.py::test_a_full_disk_while_allocating_is_an_error_not_a_sigbus": ("full disk", "error", True, True),
     # numerical faults
     "tests/test_train.py::test_divergence_stops_with_one_line_and_no_outputs": ("numerical faults", "error", True, True),
     "tests/test_reduce_stage.py::test_no_mappable_layer_is_an_error_and_leaves_nothing":

@@ -11,6 +11,7 @@ layers. The same runs for every weight snapshot, for ``extract.snapshot_layers``
 
 from __future__ import annotations
 
+import errno
 import re
 from contextlib import ExitStack
 from pathlib import Path
@@ -103,12 +104,32 @@ def _layer_dims(model: Network, layers: Sequence[str], input_shape: tuple[int, .
     return {name: shapes[name] for name in layers}
 
 
+_SPACE_FIX = "free disk space, or lower extract.n_samples, set extract.dtype: float16 or list fewer extract.layers"
+
+
 def _open_sinks(directory: Path, shapes: dict[str, tuple[int, ...]], n: int, dtype: str) -> dict[str, np.ndarray]:
-    """One (n, dim) memory-mapped .npy per layer, under a temporary name until ``_close_sinks``."""
+    """One (n, dim) memory-mapped .npy per layer, under a temporary name until ``_close_sinks``,
+    its disk blocks allocated up front (a full disk is then an error, not a SIGBUS mid-write)."""
     directory.mkdir(parents=True, exist_ok=True)
-    return {name: np.lib.format.open_memmap(directory / f".{name}.npy.partial", mode="w+", dtype=dtype,
-                                            shape=(n, int(np.prod(shape))))
-            for name, shape in shapes.items()}
+    sinks = {}
+    for name, shape in shapes.items():
+        path = directory / f".{name}.npy.partial"
+        try:
+            sinks[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, int(np.prod(shape))))
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise UserError(f"{directory}: disk full while creating {path.name}; {_SPACE_FIX}") from None
+        artifacts.reserve(path, _SPACE_FIX)
+    return sinks
+
+
+def _needed_bytes(n: int, dtype: str, shapes: dict[str, tuple[int, ...]], snap_shapes: dict[str, tuple[int, ...]],
+                  n_snapshots: int) -> int:
+    """Disk space extract will write: the layer arrays, then per point labels, indices, logits,
+    predictions and confidence (128 bytes is ample for 10 classes), plus 1 MiB for headers and JSON."""
+    dims = sum(int(np.prod(s)) for s in shapes.values()) + n_snapshots * sum(int(np.prod(s)) for s in snap_shapes.values())
+    return n * (dims * np.dtype(dtype).itemsize + 128 + 16 * n_snapshots) + 2**20
 
 
 def _close_sinks(sinks: dict[str, np.ndarray]) -> None:
@@ -178,6 +199,13 @@ def run(params: Params) -> dict[str, Any]:
         shapes = _layer_dims(model, layers, tuple(meta["input_shape"]))
         _check_memory(cfg, shapes, images, len(snapshot_layers))
         log(f"extracting {len(layers)} layers for {len(idx)} {cfg.split} images ({cfg.dtype}) on {device}")
+        index_path = paths.MODEL / "snapshots" / "index.json"
+        entries = artifacts.load_json(index_path, "snapshot index")["snapshots"] if index_path.exists() else []
+        snap_shapes = {name: shapes.get(name) or _layer_dims(model, [name], tuple(meta["input_shape"]))[name]
+                       for name in snapshot_layers}
+        artifacts.require_free_space(out, _needed_bytes(len(idx), cfg.dtype, shapes, snap_shapes, len(entries)),
+                                     f"the activations of {len(layers)} layers and {len(entries)} snapshots",
+                                     _SPACE_FIX)
 
         sinks = _open_sinks(out, shapes, len(idx), cfg.dtype)
         logits = record_activations(model, images, normalize, layers, sinks, batch_size=cfg.batch_size)
@@ -192,10 +220,6 @@ def run(params: Params) -> dict[str, Any]:
             artifacts.save_npy(out / "confidence.npy", confidence.numpy().astype(np.float32))
 
         snapshots = []
-        index_path = paths.MODEL / "snapshots" / "index.json"
-        entries = artifacts.load_json(index_path, "snapshot index")["snapshots"] if index_path.exists() else []
-        snap_shapes = {name: shapes.get(name) or _layer_dims(model, [name], tuple(meta["input_shape"]))[name]
-                       for name in snapshot_layers}
         for entry in progress(entries, desc="snapshots", unit="snapshot", leave=False):
             load_weights_into(model, paths.MODEL / "snapshots" / entry["file"])
             sub = f"snapshots/step_{int(entry['step']):06d}"
