@@ -127,10 +127,15 @@ def load_npy(path: str | Path, *, dtype: Any = None, ndim: int | None = None,
     check_complete(path)
     if not path.exists():
         raise UserError(f"{path}: {what} not found; run the stage that makes it (`dvc repro`)")
+    problem = _npy_problem(path)
+    if problem:
+        raise UserError(f"{path}: {problem}; delete it and rerun `dvc repro`")
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
-        raise UserError(f"{path}: not a plain numeric .npy ({_first_line(exc)}); delete it and rerun `dvc repro`") from None
+        reason = ("holds pickled Python objects, not numbers" if "pickle" in str(exc)
+                  else f"not a plain numeric .npy ({_first_line(exc)})")
+        raise UserError(f"{path}: {reason}; delete it and rerun `dvc repro`") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:       # (np.load reads "PK\x03\x04..." as a .npz)
         raise UserError(f"{path}: truncated or damaged .npy ({_first_line(exc)}); delete it and rerun `dvc repro`") from None
     if not isinstance(array, np.ndarray):                 # np.load opens a .npz (zip) archive whatever the name
@@ -146,6 +151,24 @@ def load_npy(path: str | Path, *, dtype: Any = None, ndim: int | None = None,
         raise UserError(f"{path}: {what} has dtype {array.dtype}, expected {_dtype_name(dtype)}; "
                         f"delete it and rerun `dvc repro`")
     return array
+
+
+def _npy_problem(path: Path) -> str | None:
+    """What makes ``path`` not a .npy file at all (a folder, other bytes), naming a symlink's
+    target; None when it starts like one (numpy then checks the rest)."""
+    link = f" (a symlink to {os.readlink(path)})" if path.is_symlink() else ""
+    if path.is_dir():
+        return f"a folder{link}, not a .npy file"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        return f"cannot be read{link} ({exc.strerror or exc})"
+    if len(head) < 6 or head.startswith(b"PK\x03\x04"):   # empty, cut short or a .npz: numpy says which below
+        return None
+    if head != b"\x93NUMPY":
+        return f"not a .npy file{link}: it starts with {head!r}, a .npy with b'\\x93NUMPY'"
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -257,6 +280,8 @@ def load_safetensors(path: str | Path) -> dict:
     check_complete(path)
     if not path.exists():
         raise UserError(f"{path}: weights file not found; train first (`dvc repro train`) or fix model.weights")
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not a weights file; point model.weights at a .safetensors file in it")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -407,11 +432,24 @@ def stage_outputs(*outputs: str | Path) -> Iterator[None]:
     KeyboardInterrupt) the partial outputs are removed before the error propagates.
     """
     for out in outputs:
-        remove(out)
+        blocker = next((p for p in Path(out).parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise UserError(f"{blocker}: a file stands where the folder for {out} should be; move or delete it "
+                            f"and rerun")
+    for out in outputs:
+        try:
+            remove(out)
+        except OSError as exc:             # rmtree names only the entry (`input.npy`): say which folder
+            raise UserError(f"{out}: cannot clear the previous outputs ({exc.strerror or exc} on "
+                            f"{Path(out) / exc.filename if exc.filename else out}); make {out} writable for you "
+                            f"(or delete it) and rerun; nothing was changed") from None
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
         for out in outputs:
             with contextlib.suppress(OSError):
                 remove(out)
+        if not any(Path(out).exists() for out in outputs):
+            with contextlib.suppress(AttributeError):
+                exc.outputs_removed = True         # type: ignore[attr-defined]  # the CLI says so
         raise

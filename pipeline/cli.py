@@ -307,13 +307,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         status = app(args=argv, standalone_mode=False)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, _Interrupted) as exc:
-        print("error: interrupted; outputs of the interrupted stage were removed, rerun `dvc repro`", file=sys.stderr)
+        if argv is None:              # the real command: a second Ctrl-C must not interrupt the exit (atexit)
+            _ignore_signals()
+        _error("interrupted; outputs of the interrupted stage were removed, rerun `dvc repro`")
         sys.exit(128 + int(getattr(exc, "signum", signal.SIGINT)))
     except OSError as exc:                                   # disk full, permissions, read-only file system
-        print(f"error: {_os_error_line(exc)}", file=sys.stderr)
+        _error(_os_error_line(exc, getattr(exc, "outputs_removed", False)))
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -326,11 +328,30 @@ def main(argv: Optional[list[str]] = None) -> None:
             sys.exit(exc.exit_code)
         raise
     finally:
-        if previous is not None:
+        if previous is not None and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
             signal.signal(signal.SIGTERM, previous)
     # Typer returns (not raises) the status of an Exit in non-standalone mode, e.g. 130 for a Ctrl-C
     # outside a stage; our commands themselves return None.
     sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)
+
+
+def _error(message: str) -> None:
+    """The one ``error:`` line, on a line of its own: a progress bar that was drawing (tqdm leaves
+    its line open, ``\r...``) is closed first, so the line starts with ``error:``."""
+    std = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(std, "tqdm", None), "_instances", None) or []):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot close must not hide the error
+            pass
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _ignore_signals() -> None:
+    """Ctrl-C / SIGTERM from now on are ignored: the error line is out, the process is exiting."""
+    if _main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -349,7 +370,7 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _os_error_line(exc: OSError) -> str:
+def _os_error_line(exc: OSError, removed: bool = False) -> str:
     """One line for an environment failure: the file, the system's reason and what to do."""
     import errno
 
@@ -360,7 +381,9 @@ def _os_error_line(exc: OSError) -> str:
            errno.EACCES: "make it writable for you (or work in a folder you own) and rerun",
            errno.EPERM: "make it writable for you (or work in a folder you own) and rerun",
            errno.EROFS: "work in a writable folder and rerun"}.get(exc.errno, "fix the file system problem and rerun")
-    return f"{what}{reason}; {fix} (partial outputs were removed)"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        fix = "a file stands where a folder is needed: move or delete it and rerun"
+    return f"{what}{reason}; {fix}" + (" (the stage's partial outputs were removed)" if removed else "")
 
 
 if __name__ == "__main__":

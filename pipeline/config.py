@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -38,10 +39,31 @@ METHODS = ("pca", "tsne", "umap")
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}    # display names (titles, axes)
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds numbers: int or float, optional or in a list (``Optional[list[int]]``)."""
+    if annotation in (int, float):
+        return True
+    return any(_numeric(arg) for arg in typing.get_args(annotation))
+
+
+def _holds_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value))
+
+
 class _Section(BaseModel):
-    """Base of every section: unknown keys are errors, values are checked on assignment too."""
+    """Base of every section: unknown keys are errors, values are checked on assignment too, and
+    true/false is never read as a number (pydantic would take ``epochs: yes`` as 1)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: Any) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        if field is not None and _holds_bool(value) and _numeric(field.annotation):
+            raise ValueError("true/false is not a number; give a number" +
+                             (" (or a list of numbers)" if isinstance(value, list) else ""))
+        return value
 
 
 class DataConfig(_Section):

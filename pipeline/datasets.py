@@ -37,7 +37,7 @@ import numpy as np
 
 from pipeline import artifacts
 from pipeline.config import DataConfig
-from pipeline.errors import UserError
+from pipeline.errors import ConfigError, UserError
 
 __all__ = [
     "Prepared", "LOADERS", "fetch", "save_prepared", "load_prepared", "stratified_subset",
@@ -93,7 +93,7 @@ def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.nda
 
     # At least 10 training images, so every class of a 10-class set can appear in both parts.
     if n_test > len(labels) - 10:
-        raise UserError(f"data.n_test = {n_test} leaves too few training images out of {len(labels)}; "
+        raise ConfigError(f"data.n_test = {n_test} leaves too few training images out of {len(labels)}; "
                         f"use at most {len(labels) - 10}")
     tr, te = train_test_split(np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=seed)
     return np.sort(tr), np.sort(te)
@@ -452,7 +452,7 @@ def fetch(cfg: DataConfig) -> Prepared:
     """Load ``cfg.dataset``, split or cap it, and compute the training normalisation."""
     loader = LOADERS.get(cfg.dataset)
     if loader is None:
-        raise UserError(f"data.dataset = {cfg.dataset} is unknown; use one of {', '.join(LOADERS)}")
+        raise ConfigError(f"data.dataset = {cfg.dataset} is unknown; use one of {', '.join(LOADERS)}")
     s = loader(cfg)
     mean, std = _channel_stats(s.train_images)
     info = {

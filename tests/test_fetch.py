@@ -244,5 +244,5 @@ def test_cifar_offline_download(fetch_fails):
 
 
 def test_test_split_too_large_for_digits(fetch_fails):
-    msg = fetch_fails({"dataset": "digits", "n_test": 1795, "n_train": None})
+    msg = fetch_fails({"dataset": "digits", "n_test": 1795, "n_train": None}, expected_exit=2)
     assert msg == "data.n_test = 1795 leaves too few training images out of 1797; use at most 1787"

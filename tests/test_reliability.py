@@ -127,6 +127,20 @@ PARAMS_CASES = [
     (("reduce", "tsne"), {"reduce": {"tsne": {"perplexity": 0}}}, "params.yaml: reduce.tsne.perplexity = 0: must be greater than 0"),
     (("reduce", "umap"), {"reduce": {"umap": {"n_neighbors": 1}}},
      "params.yaml: reduce.umap.n_neighbors = 1: must be greater than or equal to 2"),
+    # true/false is never a number (pydantic alone would train `epochs: yes` as one epoch)
+    (("train",), {"train": {"epochs": True}}, "params.yaml: train.epochs = true: true/false is not a number; give a number"),
+    (("train",), {"train": {"lr": False}}, "params.yaml: train.lr = false: true/false is not a number; give a number"),
+    (("train",), {"model": {"hidden": [64, True]}},
+     "params.yaml: model.hidden = [64, true]: true/false is not a number; give a number (or a list of numbers)"),
+    (("extract",), {"extract": {"n_samples": True}},
+     "params.yaml: extract.n_samples = true: true/false is not a number; give a number"),
+    # a knob the arch has no use for, and params that contradict each other or the data's size: exit 2 too
+    (("train",), {"model": {"arch": "linear", "hidden": [64]}},
+     "model.hidden = [64]: arch linear (softmax regression) has no hidden layers; set model.hidden: null, or use "
+     "arch: mlp for dense hidden layers"),
+    (("train",), {"train": {"epochs": 0}}, "train.epochs = 0 needs model.weights (a safetensors file) to analyse"),
+    (("fetch",), {"data": {"n_test": 4995}}, "data.n_test = 4995 leaves too few training images out of 5000; use at "
+                                             "most 4990"),
     # valid on their own, refused by the stage once it sees the data or the model
     (("render",), {"render": {"layer": "fc9"}}, "render.layer = fc9: not an extracted layer; use one of input, conv1, act1"),
     (("train",), {"model": {"arch": "conv_ae", "kernel_size": 40}},
@@ -462,6 +476,194 @@ def test_every_marked_stage_writes_its_marker_last(staged_ws: Path, monkeypatch)
 
 
 # --------------------------------------------------------------------------------------------
+# Messages that used to mislead: say what is wrong with the file or folder
+
+
+def test_symlinked_activation_file_says_what_it_is(staged_ws: Path, capsys):
+    other = staged_ws / "notes.txt"
+    other.write_text("not numbers\n")
+    (A / "input.npy").unlink()
+    (A / "input.npy").symlink_to(other)
+    message = expect_failure(capsys, "probe")
+    assert message == (f"data/activations/input.npy: not a .npy file (a symlink to {other}): it starts with "
+                       f"b'not nu', a .npy with b'\\x93NUMPY'; delete it and rerun `dvc repro`")
+    assert "allow_pickle" not in message
+
+
+def test_outputs_that_cannot_be_cleared_name_the_folder_and_change_nothing(staged_ws: Path, capsys, monkeypatch):
+    """A read-only data/activations (simulated: the suite runs as root, which permissions do not stop):
+    rmtree fails on the first entry, named without its folder; the line names both, claims no removal."""
+    import shutil
+
+    def read_only(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", "input.npy")
+
+    monkeypatch.setattr(shutil, "rmtree", read_only)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["extract"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 1 and err.count("\n") == 0 and "Traceback" not in err
+    assert err == ("error: data/activations: cannot clear the previous outputs (Permission denied on "
+                   "data/activations/input.npy); make data/activations writable for you (or delete it) and rerun; "
+                   "nothing was changed")
+    assert (A / "layers.json").exists()                          # really nothing was changed
+
+
+def test_weights_folder_instead_of_a_file(staged_ws: Path, capsys):
+    (staged_ws / "data" / "weights" / "run1").mkdir(parents=True)
+    set_params(staged_ws, {"model": {"weights": "data/weights/run1"}, "train": {"epochs": 0}})
+    message = expect_failure(capsys, "train")
+    assert message == "data/weights/run1: a folder, not a weights file; point model.weights at a .safetensors file in it"
+
+
+def test_a_file_where_the_metrics_folder_should_be(staged_ws: Path, capsys):
+    artifacts.remove(paths.METRICS)
+    paths.METRICS.write_text("oops\n")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert err == ("error: metrics: a file stands where the folder for metrics/train should be; move or delete it "
+                   "and rerun")
+    assert (M / "model.json").exists()                           # refused before anything was cleared
+
+
+def test_lenet_honours_an_empty_hidden_list():
+    """`hidden: []` means no dense hidden layers for LeNet, as for mlp and cnn (it used to mean the default)."""
+    from torch import nn
+
+    from pipeline.config import ModelConfig
+    from pipeline.models import build_model
+
+    def dense(hidden):
+        model = build_model(ModelConfig(arch="lenet", hidden=hidden), (1, 28, 28), 10)
+        return [m.out_features for _, m in model.named_layers() if isinstance(m, nn.Linear)]
+
+    assert dense(None) == [120, 84, 10] and dense([]) == [10] and dense([32]) == [32, 10]
+
+
+# One rule for exit codes (pipeline/errors.py): 2 when params or the command line are wrong, 1 when
+# files, data or the machine are. A UserError (exit 1) whose message is about a params value breaks
+# it, unless the problem is really a file or the machine (listed here with the reason).
+_PARAMS_KEY = re.compile(r'UserError\(\s*f?"(data|model|train|extract|reduce|probe|render|projector|export|diagnose)'
+                         r'\.\w+ = ')
+_EXIT_1_ABOUT_PARAMS = {
+    "data.root = {root} is a file": "a file is in the way",
+    "data.root = {root} does not exist": "the raw files are missing",
+    "train.device = cuda but no CUDA GPU": "the machine has no GPU",
+    "train.device = mps but Apple MPS": "the machine has no MPS",
+}
+
+
+def test_exit_code_rule_holds_in_the_code():
+    offenders = []
+    for path in sorted((REPO / "pipeline").rglob("*.py")):
+        text = path.read_text()
+        for match in _PARAMS_KEY.finditer(text):
+            line = text[match.start():text.index("\n", match.start())]
+            if not any(allowed in line for allowed in _EXIT_1_ABOUT_PARAMS):
+                offenders.append(f"{path.relative_to(REPO)}: {line.strip()}")
+    assert not offenders, "params errors raised as UserError (exit 1); use ConfigError (exit 2):\n" + "\n".join(offenders)
+    from pipeline.errors import ConfigError, UsageError
+
+    assert (UserError.exit_code, ConfigError.exit_code, UsageError.exit_code) == (1, 2, 2)
+
+
+def test_reduce_with_an_unknown_method_is_a_usage_error(workspace: Path):
+    from pipeline.config import parse_params
+    from pipeline.errors import UsageError
+    from pipeline.stages import reduce as reduce_stage
+
+    with pytest.raises(UsageError) as info:
+        reduce_stage.run(parse_params({}), "isomap")
+    assert info.value.exit_code == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Cosmetic, still one clean line: Ctrl-C twice, Ctrl-C while loading, an error under a progress bar
+
+
+def test_error_under_a_progress_bar_starts_its_own_line(staged_ws: Path, capsys, monkeypatch):
+    monkeypatch.setenv("HIDDEN_SPACES_QUIET", "0")
+    (A / "act2.npy").write_bytes((A / "act2.npy").read_bytes()[:500])     # reduce's layer bar is drawing then
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["reduce", "pca"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert "reduce pca" in err                                            # the bar was drawn
+    line = err[err.index("error: ") - 1:]
+    assert line[0] == "\n", repr(err[-400:])                              # not glued onto the bar's `\r...`
+    assert line.strip().startswith("error: data/activations/act2.npy: ")
+
+
+INTERRUPT_ON_IMPORT = '''\
+import sys
+
+
+class _CtrlC:
+    """Ctrl-C at the moment pipeline.cli imports typer (test-only startup hook)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer" and "pipeline" in sys.modules:
+            raise KeyboardInterrupt
+        return None
+
+
+sys.meta_path.insert(0, _CtrlC())
+'''
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line(workspace: Path, tmp_path: Path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(INTERRUPT_ON_IMPORT)
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{REPO}"}
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "fetch"], cwd=workspace, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "error: interrupted before the command started; nothing was written\n"
+    assert not (workspace / P).exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_is_still_one_line(staged_ws: Path):
+    """A second (and third...) Ctrl-C while the process exits: no "Exception ignored in atexit" traceback."""
+    artifacts.remove(M)
+    set_params(staged_ws, {"train": {"epochs": 200}})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HIDDEN_SPACES_QUIET": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train"], cwd=staged_ws, env=env, text=True,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 300
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("epoch 1/") or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGINT)
+        for _ in range(100):                         # keep pressing Ctrl-C until it has exited
+            time.sleep(0.02)
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = "".join(lines) + rest
+    assert code == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: interrupted; outputs of the interrupted stage were removed, rerun `dvc repro`"]
+    assert not M.exists() and not paths.TRAIN_METRICS.exists()
+
+
+# --------------------------------------------------------------------------------------------
 # Wrong folder: a stage started in a subfolder runs in the project root; no params.yaml is an error
 
 
@@ -542,7 +744,7 @@ def test_disk_full_while_writing_is_one_line_and_leaves_nothing(staged_ws: Path,
     monkeypatch.setattr(np, "save", full_disk)
     message = expect_failure(capsys, "extract")
     assert message == ("No space left on device; free disk space (or move data/ to a larger disk) and rerun "
-                       "(partial outputs were removed)")
+                       "(the stage's partial outputs were removed)")
 
 
 @pytest.mark.slow
@@ -587,7 +789,9 @@ _RAW_WRITE = re.compile(r"\bnp\.save\(|\.savefig\(|json\.dump\(|\.write_text\(|\
                         r"|open_memmap\(|SummaryWriter\(|Live\(")
 _ALLOWED = {
     ("pipeline/stages/extract.py", "open_memmap("): "activations stream into .partial files, renamed when complete",
-    ("pipeline/stages/train.py", "SummaryWriter("): "TensorBoard appends events; inside stage_outputs (removed on failure)",
+    ("pipeline/stages/train.py", "SummaryWriter("): "TensorBoard appends events to logs/train (not an output; cleared "
+                                                     "when train starts)",
+    ("pipeline/stages/export.py", "jit.save("): "into an in-memory buffer, then artifacts.write_bytes",
     ("pipeline/stages/train.py", "Live("): "dvclive writes metrics/train; inside stage_outputs (removed on failure)",
 }
 
@@ -989,6 +1193,19 @@ CASES: dict[str, tuple[str, str, bool | None, bool | None]] = {
     f"{_R}::test_readers_refuse_a_folder_without_its_completion_marker": ("interruptions", "error", True, True),
     f"{_R}::test_render_refuses_a_half_written_embedding_folder": ("interruptions", "error", True, True),
     f"{_R}::test_every_marked_stage_writes_its_marker_last": ("interruptions", "handled", None, None),
+    # messages that used to mislead
+    f"{_R}::test_symlinked_activation_file_says_what_it_is": ("data", "error", True, True),
+    f"{_R}::test_outputs_that_cannot_be_cleared_name_the_folder_and_change_nothing": ("interruptions", "error", True, None),
+    f"{_R}::test_weights_folder_instead_of_a_file": ("model files", "error", True, True),
+    f"{_R}::test_a_file_where_the_metrics_folder_should_be": ("missing inputs", "error", True, None),
+    # exit codes, strict types, cosmetics
+    f"{_R}::test_lenet_honours_an_empty_hidden_list": ("params", "handled", None, None),
+    f"{_R}::test_exit_code_rule_holds_in_the_code": ("params", "handled", None, None),
+    f"{_R}::test_reduce_with_an_unknown_method_is_a_usage_error": ("params", "error", None, None),
+    f"{_R}::test_error_under_a_progress_bar_starts_its_own_line": ("data", "error", True, True),
+    f"{_R}::test_ctrl_c_while_the_command_line_loads_is_one_line": ("interruptions", "error", True, True),
+    f"{_R}::test_ctrl_c_twice_is_still_one_line": ("interruptions", "error", True, True),
+    "tests/test_train.py::test_compile_without_a_cxx_compiler_is_one_line": ("missing inputs", "error", True, True),
     # wrong folder
     f"{_R}::test_stage_started_in_a_subfolder_runs_in_the_project_root": ("wrong folder", "handled", None, None),
     f"{_R}::test_params_flag_is_relative_to_where_you_are": ("wrong folder", "handled", None, None),

@@ -104,7 +104,7 @@ def test_epochs_zero_without_weights_is_refused(trained, tmp_path):
     write_params(tmp_path, {"train": {"epochs": 0}})
     shutil.copytree(trained / paths.PREPARED, tmp_path / paths.PREPARED)
     proc = run_cli("train", cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "needs model.weights" in proc.stderr
+    assert proc.returncode == 2 and "needs model.weights" in proc.stderr        # params inconsistent: exit 2
 
 
 def test_kernel_larger_than_image_fails_at_train_with_exit_2(trained, tmp_path):
@@ -141,3 +141,24 @@ def test_dvc_yaml_stages_call_existing_commands():
         parts = stage["cmd"].split()
         assert parts[:3] == ["python", "-m", "pipeline"], name
         assert parts[3] in commands, name
+
+
+@pytest.mark.slow
+def test_compile_without_a_cxx_compiler_is_one_line(trained, tmp_path):
+    """train.compile with no C++ compiler on PATH: one line naming the fix, exit 1, nothing left."""
+    import shutil
+    import sys
+
+    write_params(tmp_path, {"train": {"compile": True, "device": "cpu", "epochs": 1}})
+    shutil.copytree(trained / paths.PREPARED, tmp_path / paths.PREPARED)
+    bare = tmp_path / "bin"                          # PATH with python only: no g++, c++ or clang++
+    bare.mkdir()
+    (bare / "python").symlink_to(sys.executable)
+    proc = run_cli("train", cwd=tmp_path, check=False, env={"PATH": str(bare), "CXX": ""})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert lines[-1].startswith("error: train.compile: torch.compile cannot build kernels on cpu (")
+    assert lines[-1].endswith("it needs a working C++ compiler (g++ or clang++ on PATH, or CXX), or set "
+                              "train.compile: false")
+    assert sum(line.startswith("error:") for line in lines) == 1
+    assert not (tmp_path / paths.MODEL).exists() and not (tmp_path / paths.TRAIN_METRICS).exists()

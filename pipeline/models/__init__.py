@@ -16,7 +16,7 @@ import torch
 
 from pipeline import artifacts
 from pipeline.config import TORCHVISION_PREFIX, ModelConfig
-from pipeline.errors import UserError
+from pipeline.errors import ConfigError, UserError
 from pipeline.models.common import Classifier, Network
 
 __all__ = ["build_model", "describe_layers", "select_layers", "save_model", "load_model", "load_meta", "load_weights_into",
@@ -50,7 +50,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: 
         return build(cfg, tuple(int(s) for s in input_shape), int(n_classes))
     builders = _builders()
     if cfg.arch not in builders:
-        raise UserError(f"model.arch = {cfg.arch} is not available in this build; "
+        raise ConfigError(f"model.arch = {cfg.arch} is not available in this build; "
                         f"choose one of {', '.join(builders)}")
     return builders[cfg.arch](cfg, tuple(int(s) for s in input_shape), int(n_classes))
 

@@ -27,7 +27,7 @@ def build_lenet(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: 
     s2 = conv_out(s1, k, 0) // 2                         # after conv2 + pool2
     if s2 < 1:
         raise ConfigError(f"model.kernel_size = {k} leaves no map after pool2 of LeNet; use a smaller kernel")
-    hidden = cfg.hidden or [120, 84]
+    hidden = cfg.hidden if cfg.hidden is not None else [120, 84]     # []: conv features straight to the logits
     layers: list[tuple[str, nn.Module]] = [
         ("conv1", nn.Conv2d(c, cfg.filters, k, padding=pad1)),   # (B, F, s, s)
         ("act1", make_activation(act)),

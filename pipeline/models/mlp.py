@@ -7,6 +7,7 @@ import math
 from torch import nn
 
 from pipeline.config import ModelConfig
+from pipeline.errors import ConfigError
 from pipeline.models.common import Classifier, dense_head
 
 
@@ -20,4 +21,7 @@ def build_mlp(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: in
 
 def build_linear(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: int) -> Classifier:
     """Softmax regression: logits = W x + b; the rows of W are the "weight images"."""
+    if cfg.hidden:
+        raise ConfigError(f"model.hidden = {cfg.hidden}: arch linear (softmax regression) has no hidden layers; "
+                          f"set model.hidden: null, or use arch: mlp for dense hidden layers")
     return Classifier([("flatten", nn.Flatten()), ("logits", nn.Linear(math.prod(input_shape), n_classes))])

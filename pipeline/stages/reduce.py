@@ -36,7 +36,7 @@ import numpy as np
 
 from pipeline import artifacts, memory, paths
 from pipeline.config import METHOD_NAMES, METHODS, Params, ReduceConfig
-from pipeline.errors import UserError
+from pipeline.errors import UsageError, UserError
 from pipeline.quality import explained_variance, knn_accuracy, map_metrics
 from pipeline.reducers import (Embedding, SkipLayer, check_config, embed, embed_frames, fingerprint,
                                n_components)
@@ -133,7 +133,7 @@ def _snapshots(method: str, cfg: ReduceConfig, index: dict, act: Path, out: Path
 def run(params: Params, method: str) -> dict[str, Any]:
     """The reduce stage for one method: every layer of data/activations -> maps and metrics."""
     if method not in METHODS:
-        raise UserError(f"unknown reduce method '{method}'; use one of {', '.join(METHODS)} "
+        raise UsageError(f"unknown reduce method '{method}'; use one of {', '.join(METHODS)} "
                         f"(e.g. `python -m pipeline reduce tsne`)")
     cfg = params.reduce
     check_config(method, cfg)

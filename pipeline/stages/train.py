@@ -27,7 +27,7 @@ from torch import nn
 from pipeline import artifacts, paths, tblog
 from pipeline.config import Params, TrainConfig
 from pipeline.datasets import Prepared, load_prepared
-from pipeline.errors import UserError
+from pipeline.errors import ConfigError, UserError
 from pipeline.models import build_model, check_weights_config, describe_layers, load_weights_into, save_model
 from pipeline.models.common import Network
 from pipeline.runtime import log, normalizer, progress, resolve_device, seed_everything
@@ -202,6 +202,19 @@ def fit(model: Network, data: Prepared, cfg: TrainConfig, device: torch.device, 
     return history
 
 
+def check_compile(device: torch.device) -> None:
+    """torch.compile builds kernels on the first call, with a C++ compiler on the CPU (Triton on a
+    GPU); without one, training would stop at its first batch with a 100-line traceback. A tiny
+    function compiled first turns that into one line."""
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.zeros(4, device=device))
+    except Exception as exc:                    # InductorError, BackendCompilerFailed, ... (torch-version dependent)
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UserError(f"train.compile: torch.compile cannot build kernels on {device.type} ({first[:160]}); it "
+                        f"needs a working C++ compiler (g++ or clang++ on PATH, or CXX), or set train.compile: "
+                        f"false") from None
+
+
 def _open_live(directory: Path) -> Any:
     """A dvclive logger that writes files only (no dvc.yaml edits, no experiment of its own)."""
     from dvclive import Live
@@ -244,10 +257,11 @@ def run(params: Params) -> dict[str, Any]:
                 log(f"note: DVC notices a replaced weights file only under {paths.WEIGHTS}/ (a train dependency); "
                     f"keep model.weights there")
         elif cfg.epochs == 0:
-            raise UserError("train.epochs = 0 needs model.weights (a safetensors file) to analyse; "
+            raise ConfigError("train.epochs = 0 needs model.weights (a safetensors file) to analyse; "
                             "set train.epochs >= 1 or point model.weights at trained weights")
         model.to(device)
         if cfg.compile:
+            check_compile(device)
             model.compile()
         meta = model_meta(params, data.info, model)
         log(f"training {params.model.arch} ({meta['params']:,} parameters) on {data.info['dataset']} "
