@@ -133,7 +133,7 @@ def load_npy(path: str | Path, *, dtype: Any = None, ndim: int | None = None,
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
-        reason = ("holds pickled Python objects, not numbers" if "pickle" in str(exc)
+        reason = ("holds pickled Python objects, not numbers" if "pickle" in str(exc) or "Python objects" in str(exc)
                   else f"not a plain numeric .npy ({_first_line(exc)})")
         raise UserError(f"{path}: {reason}; delete it and rerun `dvc repro`") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:       # (np.load reads "PK\x03\x04..." as a .npz)
@@ -424,6 +424,23 @@ def remove(path: str | Path) -> None:
 
 
 @contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM inside the block (main thread only), then restore the handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
 def stage_outputs(*outputs: str | Path) -> Iterator[None]:
     """Clear a stage's outputs, run it, and remove the outputs again if it fails.
 
@@ -446,9 +463,10 @@ def stage_outputs(*outputs: str | Path) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        for out in outputs:
-            with contextlib.suppress(OSError):
-                remove(out)
+        with _signals_held():                      # a second Ctrl-C must not stop the clean-up half-way
+            for out in outputs:
+                with contextlib.suppress(OSError):
+                    remove(out)
         if not any(Path(out).exists() for out in outputs):
             with contextlib.suppress(AttributeError):
                 exc.outputs_removed = True         # type: ignore[attr-defined]  # the CLI says so

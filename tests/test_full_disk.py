@@ -20,6 +20,8 @@ import pytest
 from pipeline import paths
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow
+
 TMPFS_SIZE = "4m"      # the tiny workspace's prepared data and model fit (~2.5 MiB), its activations (~8 MiB) do not
 
 # Test-only startup hook for the second case: report a huge free space, so extract gets past its

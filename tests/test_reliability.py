@@ -554,6 +554,8 @@ _EXIT_1_ABOUT_PARAMS = {
     "data.root = {root} does not exist": "the raw files are missing",
     "train.device = cuda but no CUDA GPU": "the machine has no GPU",
     "train.device = mps but Apple MPS": "the machine has no MPS",
+    "model.factory = {spec}: {call} raised": "the factory's own code failed",
+    "model.factory = {spec}: {call} returned a": "the factory's own code returned something else",
 }
 
 
