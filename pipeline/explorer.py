@@ -33,7 +33,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["ExplorerRun", "Snapshot", "explorer_layout", "explorer_html", "thumbnail_sprite", "COLOUR_MODES",
+__all__ = ["ExplorerRun", "Snapshot", "explorer_layout", "explorer_html", "thumbnail_sprite", "compact", "COLOUR_MODES",
            "METHOD_TITLES", "SCORE_NAMES"]
 
 METHOD_TITLES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
@@ -47,6 +47,7 @@ _MAX_LISTED = 500                  # thumbnails listed for one selection (the co
 _MAP_SIZE = 560
 _STRIP_SIZE = 132
 _STRIP_COLS = 4
+_MANTISSA_BITS = 12               # coordinates kept to 1/4096 of their value: a 560 px map shows 1/560 of its range
 _CORRECT = "rgba(150,150,150,0.35)"
 _WRONG = "#d62728"
 
@@ -112,6 +113,18 @@ def thumbnail_sprite(images: np.ndarray) -> tuple[bytes, int, int]:
     buf = io.BytesIO()
     Image.fromarray(grid[..., 0] if c == 1 else grid, mode=mode).save(buf, format="PNG", optimize=True)
     return buf.getvalue(), cols, cell
+
+
+def compact(values: np.ndarray, bits: int = _MANTISSA_BITS) -> np.ndarray:
+    """float32 rounded to ``bits`` mantissa bits (relative error <= 2**-(bits+1)): the page stores
+    arrays gzipped, and zeroed low bits shrink them by about a quarter. NaN and inf stay as they are."""
+    x = np.ascontiguousarray(values, dtype=np.float32)
+    drop = 23 - bits
+    if drop <= 0:
+        return x.copy()
+    u = x.view(np.uint32).astype(np.uint64)
+    rounded = ((u + (1 << (drop - 1))) & ~np.uint64((1 << drop) - 1)).astype(np.uint32).view(np.float32)
+    return np.where(np.isfinite(x) & np.isfinite(rounded), rounded, x)
 
 
 def _hex(rgba: Sequence[float]) -> str:
@@ -218,7 +231,7 @@ def explorer_layout(runs: Sequence[ExplorerRun], *, labels: np.ndarray, classes:
             data[p + "pcls"] = [classes[k] if 0 <= k < len(classes) else str(k) for k in preds]
             conf = (np.asarray(run.confidence, dtype=np.float32) if run.confidence is not None
                     else np.full(n, np.nan, dtype=np.float32))
-            data[p + "conf"] = conf
+            data[p + "conf"] = compact(conf)
         data[p + "color"] = [palette[k] for k in labels]
         cols_xy: dict[str, list[str]] = {}         # "m{m}_l{l}" -> [x column, y column]
         bounds: dict[str, list[float]] = {}
@@ -235,7 +248,7 @@ def explorer_layout(runs: Sequence[ExplorerRun], *, labels: np.ndarray, classes:
                     notes[key] = f"no {METHOD_TITLES.get(method, method)} map" + (f" ({reason})" if reason else "")
                     continue
                 xy = np.asarray(xy, dtype=np.float32)
-                data[p + key + "_x"], data[p + key + "_y"] = xy[:, 0].copy(), xy[:, 1].copy()
+                data[p + key + "_x"], data[p + key + "_y"] = compact(xy[:, 0]), compact(xy[:, 1])
                 cols_xy[key] = [p + key + "_x", p + key + "_y"]
                 bounds[key] = _bounds(xy[:, :2])
                 if xy.shape[1] > 2:
@@ -250,7 +263,7 @@ def explorer_layout(runs: Sequence[ExplorerRun], *, labels: np.ndarray, classes:
             for s, frame in enumerate(frames):
                 xy = np.asarray(frame.coords, dtype=np.float32)
                 key = f"{p}m{m}_s{s}"
-                data[key + "_x"], data[key + "_y"] = xy[:, 0].copy(), xy[:, 1].copy()
+                data[key + "_x"], data[key + "_y"] = compact(xy[:, 0]), compact(xy[:, 1])
                 epoch = "" if frame.epoch is None else f" (epoch {frame.epoch:.1f})"
                 acc = "" if frame.accuracy is None else f", test accuracy {frame.accuracy:.3f}"
                 rows.append({"x": key + "_x", "y": key + "_y", "bounds": box, "step": int(frame.step),

@@ -89,14 +89,14 @@ def test_layout_puts_every_map_of_every_run_on_one_shared_source():
     data = source.data
     n = len(labels)
     assert all(len(v) == n for v in data.values())
-    # each map's coordinates exactly once, in float32; the skipped layer points at the NaN column
+    # each map's coordinates once (float32, 12 mantissa bits); the skipped layer points at the NaN column
     for r, run in enumerate(runs):
         for m, method in enumerate(METHODS):
             for l, layer in enumerate(LAYERS):
                 key = f"r{r}_m{m}_l{l}"
                 if layer in run.maps[method]:
-                    np.testing.assert_array_equal(data[key + "_x"], run.maps[method][layer][:, 0])
-                    np.testing.assert_array_equal(data[key + "_y"], run.maps[method][layer][:, 1])
+                    np.testing.assert_allclose(data[key + "_x"], run.maps[method][layer][:, 0], rtol=2 ** -12)
+                    np.testing.assert_allclose(data[key + "_y"], run.maps[method][layer][:, 1], rtol=2 ** -12)
                     assert data[key + "_x"].dtype == np.float32
                 else:
                     assert key + "_x" not in data
@@ -137,6 +137,22 @@ def test_inconsistent_input_is_refused_with_the_run_and_layer_named():
     runs, labels, images = tiny_runs(n=30, n_runs=1)
     with pytest.raises(ValueError, match="31 images for 30 points"):
         explorer_html(runs, labels=labels, classes=CLASSES, images=np.concatenate([images, images[:1]]))
+
+
+def test_compact_keeps_12_mantissa_bits_and_non_finite_values():
+    from pipeline.explorer import compact
+
+    x = np.array([1.0, 1 + 2 ** -13, 1 + 2 ** -11, -3.14159265, 1e-30, 3e38, np.nan, np.inf, -np.inf, 0.0],
+                 dtype=np.float32)
+    y = compact(x)
+    assert y.dtype == np.float32
+    assert y[0] == 1.0 and y[2] == np.float32(1 + 2 ** -11)
+    assert y[1] in (1.0, np.float32(1 + 2 ** -12))
+    finite = np.isfinite(x)
+    assert np.all(np.abs(y[finite] - x[finite]) <= np.abs(x[finite]) * 2.0 ** -13)
+    assert np.isnan(y[6]) and y[7] == np.inf and y[8] == -np.inf and y[9] == 0.0
+    assert np.all(y.view(np.uint32)[finite] & 0x7FF == 0)           # the low 11 bits are zero
+    assert compact(x, bits=23).tobytes() == x.tobytes()
 
 
 def test_take_subsets_every_array_alike():
@@ -382,3 +398,45 @@ def test_explore_usage_and_params_errors(explored_ws: Path, tmp_path: Path):
     run_cli("explore", cwd=ws)
     html = page.read_text()
     assert "--hs-sprite:none" in html and "40 test images" in html
+
+
+@pytest.mark.slow
+def test_explore_two_git_revisions_read_through_dvc(explored_ws: Path, tmp_path: Path):
+    """Two tagged runs in a git + DVC repository: read from DVC's cache at each revision, nothing
+    rerun; the second run's maps are its own (scaled here), on one page with one selection."""
+    import shutil
+
+    from tests.conftest import run_cli
+    from tests.dvc_repo import dvc, git
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    git("init", "-q", "-b", "main", cwd=root)
+    dvc("init", "-q", cwd=root)
+    (root / ".dvc" / "config").write_text("[core]\n    analytics = false\n")
+    for part in ("data/prepared", "data/activations", "data/embeddings/pca", "metrics"):
+        shutil.copytree(explored_ws / part, root / part)
+    (root / "params.yaml").write_text((explored_ws / "params.yaml").read_text())
+    tracked = ["data/prepared", "data/activations", "data/embeddings/pca"]
+    dvc("add", *tracked, cwd=root)
+    git("add", "-A", cwd=root)
+    git("commit", "-q", "-m", "run a", cwd=root)
+    git("tag", "run-a", cwd=root)
+    act4 = root / "data/embeddings/pca/act4.npy"
+    np.save(act4, np.load(act4) * 1000.0)
+    dvc("add", *tracked, cwd=root)
+    git("add", "-A", cwd=root)
+    git("commit", "-q", "-m", "run b", cwd=root)
+    shutil.rmtree(root / "data/embeddings")                # B is read from the cache, not the workspace
+
+    out = tmp_path / "ab.html"
+    run_cli("explore", "run-a", "main", "--out", str(out), cwd=root)
+    html = out.read_text()
+    assert re.search(r"<title>hidden-spaces explorer: run-a \([0-9a-f]{7}\) vs main \([0-9a-f]{7}\)</title>", html)
+    assert '"name":"map_r0"' in html and '"name":"map_r1"' in html
+    # run B's act4 map is the scaled one: its bounds are 1000 times run A's
+    bounds = re.findall(r'\["m0_l\d+",\[(-?[\d.e+-]+),(-?[\d.e+-]+),', html)
+    widths = sorted(float(b) - float(a) for a, b in bounds)
+    assert widths[-1] > 500 * widths[0]
+    proc = run_cli("explore", "no-such-run", cwd=root, check=False)
+    assert proc.returncode == 1 and "unknown revision 'no-such-run'" in proc.stderr
