@@ -135,6 +135,8 @@ def test_dataset_montage_rows_are_classes_with_their_first_images():
     assert np.ma.is_masked(firsts[0][2]) or np.isnan(firsts[0][2])      # class 0 has two images: one cell empty
     assert [ax.get_ylabel() for ax in fig.axes] == ["zero\n(2)", "one\n(4)", "two\n(1)"]
     assert "toy" in fig._suptitle.get_text()
+    counted = atlas.dataset_montage(images, labels, ["zero", "one", "two"], per_class=3, counts=[200, 300, 100])
+    assert [ax.get_ylabel() for ax in counted.axes] == ["zero\n(200)", "one\n(300)", "two\n(100)"]
 
 
 # -- feature maps of two images -----------------------------------------------------------------

@@ -98,11 +98,13 @@ def thumbnail_map(coords: np.ndarray, images: np.ndarray, labels: np.ndarray, cl
 
 
 def dataset_montage(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], *, per_class: int = 10,
-                    dataset: str = "dataset", max_classes: int = 20, colors: np.ndarray | None = None) -> Figure:
+                    dataset: str = "dataset", max_classes: int = 20, colors: np.ndarray | None = None,
+                    counts: Sequence[int] | None = None) -> Figure:
     """One row per class (the first ``max_classes``), its first ``per_class`` images in row order
     (``images`` display form, (n, H, W) or (n, H, W, 3) uint8), the class name and its image count
-    at the row's start in its colour; a class with fewer images leaves its row short. Each row is
-    one mosaic image (gid ``montage-row``)."""
+    (``counts[c]``: of the whole set the images were picked from; default: of ``labels``) at the
+    row's start in its colour; a class with fewer images leaves its row short. Each row is one
+    mosaic image (gid ``montage-row``)."""
     from matplotlib import colormaps
 
     from pipeline.plots.filters import mosaic
@@ -111,6 +113,7 @@ def dataset_montage(images: np.ndarray, labels: np.ndarray, classes: Sequence[st
     images = np.asarray(images)
     k = min(len(classes), max_classes)
     colors = class_colors(len(classes)) if colors is None else colors
+    counts = np.bincount(labels, minlength=len(classes)) if counts is None else np.asarray(counts)
     grey = images.ndim == 3
     h, w = images.shape[1:3]
     fig = new_figure(per_class * 0.75 + 1.4, k * 0.8 + 0.8)
@@ -129,7 +132,7 @@ def dataset_montage(images: np.ndarray, labels: np.ndarray, classes: Sequence[st
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(False)
-        ax.set_ylabel(f"{classes[c]}\n({int((labels == c).sum())})", rotation=0, ha="right", va="center",
+        ax.set_ylabel(f"{classes[c]}\n({int(counts[c])})", rotation=0, ha="right", va="center",
                       fontsize=9, color=colors[c], fontweight="bold")
     more = f" (first {k} of {len(classes)} classes)" if k < len(classes) else ""
     fig.suptitle(f"{dataset}: the first {per_class} training images of each class{more} "
