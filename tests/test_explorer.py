@@ -440,3 +440,10 @@ def test_explore_two_git_revisions_read_through_dvc(explored_ws: Path, tmp_path:
     assert widths[-1] > 500 * widths[0]
     proc = run_cli("explore", "no-such-run", cwd=root, check=False)
     assert proc.returncode == 1 and "unknown revision 'no-such-run'" in proc.stderr
+    # damaged thumbnails source: the wording every reader of the test images uses, nothing written
+    images = ws / "data/prepared/test_images.npy"
+    np.save(images, np.load(images).astype(np.float64))
+    proc = run_cli("explore", cwd=ws, check=False)
+    assert proc.returncode == 1 and not page.exists()
+    assert proc.stderr.strip() == ("error: data/prepared/test_images.npy: test images has dtype float64, expected "
+                                   "uint8; delete it and rerun `dvc repro`")

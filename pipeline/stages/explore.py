@@ -55,11 +55,16 @@ class Folder:
 
     def read_json(self, path: str | Path, *, required: bool = True) -> Any:
         full = self._path(path, required)
-        return None if full is None else artifacts.load_json(full, Path(path).name)
+        return None if full is None else artifacts.load_json(full, _what(path))
 
     def read_npy(self, path: str | Path, *, required: bool = True, ndim: int | None = None) -> np.ndarray | None:
         full = self._path(path, required)
-        return None if full is None else artifacts.load_npy(full, ndim=ndim, what=Path(path).name, mmap=True)
+        return None if full is None else artifacts.load_npy(full, ndim=ndim, what=_what(path), mmap=True)
+
+
+def _what(path: str | Path) -> str:
+    """data/prepared/test_images.npy -> "test images" (the name error messages use)."""
+    return Path(path).stem.replace("_", " ")
 
 
 @dataclass
@@ -224,10 +229,12 @@ def write_page(out: Path, runs: Sequence[Any], *, labels: np.ndarray, classes: S
 
 def thumbnails(files: Reader, indices: np.ndarray) -> np.ndarray:
     """uint8 (n, C, H, W) test images of the given rows."""
-    images = files.read_npy(paths.PREPARED / "test_images.npy", ndim=4)
-    if images.dtype != np.uint8:
-        raise UserError(f"{files.label}: {paths.PREPARED}/test_images.npy is {images.dtype}, expected uint8; "
-                        f"{_REBUILD}")
+    path = paths.PREPARED / "test_images.npy"
+    images = files.read_npy(path, ndim=4)
+    if images.dtype != np.uint8:               # the wording every reader of the test images uses
+        where = path if isinstance(files, Folder) and files.root == Path(".") else f"{files.label}: {path}"
+        raise UserError(f"{where}: test images has dtype {images.dtype}, expected uint8; delete it and rerun "
+                        f"`dvc repro`")
     if len(indices) and int(indices.max()) >= len(images):
         raise UserError(f"{files.label}: {paths.ACTIVATIONS}/indices.npy points past the {len(images)} test "
                         f"images; the activations belong to other data, {_REBUILD}")
