@@ -218,6 +218,42 @@ def canvas_png(browser, figure_name: str) -> bytes:
     return base64.b64decode(shot["data"])
 
 
+HOVER = """
+const d = Bokeh.documents[0];
+const r = d.get_model_by_name(arguments[1]), v = Bokeh.index.find_one(d.get_model_by_name(arguments[0]));
+v.el.scrollIntoView();
+const data = r.data_source.data, i = arguments[2];
+const sx = v.frame.x_scale.compute(data[r.glyph.x.field][i]), sy = v.frame.y_scale.compute(data[r.glyph.y.field][i]);
+const rect = v.el.getBoundingClientRect();
+return [rect.left + sx, rect.top + sy];
+"""
+
+TOOLTIP = """
+function find(root) {
+  for (const el of root.querySelectorAll('.bk-tooltip-content')) { if (el.innerText.trim()) return el; }
+  for (const el of root.querySelectorAll('*')) { if (el.shadowRoot) { const f = find(el.shadowRoot); if (f) return f; } }
+  return null;
+}
+const t = find(document);
+if (!t) return null;
+const thumb = t.querySelector('div[style*="--hs-sprite"]');
+const r = thumb ? thumb.getBoundingClientRect() : null;
+return {text: t.innerText, thumb: r ? [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height] : null,
+        image: thumb ? getComputedStyle(thumb).backgroundImage.slice(0, 30) : null};
+"""
+
+
+def hover(browser, figure: str, renderer: str, i: int) -> dict:
+    """Move the mouse onto point i of a map; the tooltip's text and the box of its thumbnail."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    x, y = browser.run(HOVER, figure, renderer, i)
+    actions = ActionBuilder(browser.driver)
+    actions.pointer_action.move_to_location(int(x), int(y))            # viewport coordinates
+    actions.perform()
+    return browser.wait_for(TOOLTIP, timeout=20)
+
+
 def check_linked_selection(browser, chosen: list[int], via: str) -> dict[str, list[int]]:
     """Select ``chosen`` through one renderer's source (as a box/lasso tool does); every map's selection."""
     names = browser.run(SCATTER_NAMES)
@@ -330,6 +366,23 @@ def test_explore_stage_page_works_offline_in_chromium(explored_ws: Path, browser
     assert browser.external_requests() == []
     frame = canvas_png(browser, "map_fig_r0")
     assert nonblank_fraction(frame) > 0.005 and distinct_colours(frame) >= 5
+    # hover: the image (cropped from the sprite), true class, prediction and confidence
+    labels = np.load(explored_ws / "data/activations/labels.npy")
+    preds = np.load(explored_ws / "data/activations/preds.npy")
+    conf = np.load(explored_ws / "data/activations/confidence.npy")
+    indices = np.load(explored_ws / "data/activations/indices.npy")
+    tip = hover(browser, "map_fig_r0", "map_r0", 7)
+    assert tip["text"].split("\n") == [f"test image {indices[7]}", f"true {labels[7]}",
+                                       f"predicted {preds[7]} (p = {conf[7]:.3f})"], tip
+    assert tip["image"].startswith('url("data:image/png;base64,')
+    import base64
+
+    x, y, w, h = tip["thumb"]
+    shot = browser.driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "clip": {"x": x + 1, "y": y + 1, "width": w - 2, "height": h - 2, "scale": 1}})
+    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("L"))
+    assert thumb.min() < 40 and thumb.max() > 200          # an MNIST digit: white strokes on black
+
     chosen = [0, 5, 6, 50, 119]
     selections = check_linked_selection(browser, chosen, via="map_r0")
     assert len(selections) == 2 + len(layers)                  # large map, snapshot map, one per layer
