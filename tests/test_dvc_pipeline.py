@@ -19,8 +19,18 @@ from tests.dvc_repo import dvc, git, make_repo, run, stages_ran
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = {"fetch", "train", "extract", "reduce@pca", "reduce@tsne", "reduce@umap", "probe", "render",
-              "projector", "diagnose", "export"}
+def _dvc_stage_names() -> set[str]:
+    """Every stage of dvc.yaml, foreach stages expanded (reduce@pca, ...)."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {f"{name}@{item}" for name, body in stages.items() for item in body.get("foreach", [])} | \
+        {name for name, body in stages.items() if "foreach" not in body}
+
+
+ALL_STAGES = _dvc_stage_names()
 
 
 @pytest.fixture(scope="module")
