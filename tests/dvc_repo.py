@@ -13,8 +13,8 @@ import yaml
 from tests.conftest import REPO, TINY_PARAMS, deep_update
 
 # Files the pipeline needs; data/, metrics/ and plots/ are outputs and start empty.
-_COPY = ["pipeline", "models", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore",
-         "data/.gitignore", "data/weights/README.md", "data/raw/README.md"]
+_COPY = ["pipeline", "models", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvc/plots", ".dvcignore",
+         ".gitignore", "data/.gitignore", "data/weights/README.md", "data/raw/README.md"]
 
 
 def _env() -> dict[str, str]:
