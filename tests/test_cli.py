@@ -103,3 +103,15 @@ def test_params_option_after_the_command(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert missing.stderr.strip() == "error: --params nope.yaml: file not found; give an existing YAML file (or leave --params out)"
     assert not (tmp_path / "data").exists()
+
+
+def test_every_command_that_reads_params_takes_the_option_after_it() -> None:
+    import typer.main
+
+    from pipeline.cli import app
+
+    group = typer.main.get_command(app)
+    without = {"convert-weights"}                       # reads no params.yaml
+    for name, command in group.commands.items():
+        opts = {o for p in command.params for o in getattr(p, "opts", [])}
+        assert ({"-p", "--params"} <= opts) == (name not in without), name
