@@ -451,6 +451,14 @@ def test_explore_usage_and_params_errors(explored_ws: Path, tmp_path: Path):
     run_cli("explore", cwd=ws)
     html = page.read_text()
     assert "--hs-sprite:none" in html and "40 test images" in html
+    # damaged thumbnails source: the wording every reader of the test images uses, nothing written
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))              # thumbnails on again
+    images = ws / "data/prepared/test_images.npy"
+    np.save(images, np.load(images).astype(np.float64))
+    proc = run_cli("explore", cwd=ws, check=False)
+    assert proc.returncode == 1 and not page.exists()
+    assert proc.stderr.strip() == ("error: data/prepared/test_images.npy: test images has dtype float64, expected "
+                                   "uint8; delete it and rerun `dvc repro`")
 
 
 @pytest.mark.slow
@@ -493,10 +501,3 @@ def test_explore_two_git_revisions_read_through_dvc(explored_ws: Path, tmp_path:
     assert widths[-1] > 500 * widths[0]
     proc = run_cli("explore", "no-such-run", cwd=root, check=False)
     assert proc.returncode == 1 and "unknown revision 'no-such-run'" in proc.stderr
-    # damaged thumbnails source: the wording every reader of the test images uses, nothing written
-    images = ws / "data/prepared/test_images.npy"
-    np.save(images, np.load(images).astype(np.float64))
-    proc = run_cli("explore", cwd=ws, check=False)
-    assert proc.returncode == 1 and not page.exists()
-    assert proc.stderr.strip() == ("error: data/prepared/test_images.npy: test images has dtype float64, expected "
-                                   "uint8; delete it and rerun `dvc repro`")
