@@ -38,7 +38,7 @@ TARGET_GIB = 2.0
 def _speed(n: int, repeats: int = 2) -> dict[str, Any]:
     from pipeline.config import ModelConfig
     from pipeline.models import build_model, describe_layers
-    from pipeline.stages.extract import choose_layers, record_activations
+    from pipeline.activations import choose_layers, record_activations
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="lenet"), (1, 28, 28), 10).eval()
@@ -78,8 +78,8 @@ def _speed(n: int, repeats: int = 2) -> dict[str, Any]:
 def _memory(n: int, dtype: str = "float16") -> dict[str, Any]:
     """The real stage in a subprocess on synthetic data of MNIST's test-split size."""
     from pipeline import artifacts
-    from pipeline.config import ModelConfig, TrainConfig
-    from pipeline.models import build_model, save_model
+    from pipeline.config import ModelConfig
+    from pipeline.models import build_model, model_meta, save_model
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp)
@@ -94,10 +94,7 @@ def _memory(n: int, dtype: str = "float16") -> dict[str, Any]:
         artifacts.save_json(prepared / "info.json", info)
         cfg = ModelConfig(arch="lenet")
         model = build_model(cfg, (1, 28, 28), 10)
-        from pipeline.stages.train import model_meta
-        from pipeline.config import Params
-
-        meta = model_meta(Params(model=cfg, train=TrainConfig()), info, model)
+        meta = model_meta(model, cfg.model_dump(), info)
         save_model(ws / "data" / "model", model, meta)
         (ws / "params.yaml").write_text(f"extract: {{dtype: {dtype}}}\ntrain: {{device: cpu}}\n")
         code = ("import resource, runpy, sys; sys.argv=['pipeline','extract']\n"

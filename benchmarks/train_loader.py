@@ -5,7 +5,7 @@
 Same model (default LeNet, same initial weights), same data, batch size, optimiser (Adam,
 lr 1e-3) and loss; the only difference is how batches are made:
 
-- ours: the train stage's own loop (``pipeline.stages.train.fit``, one epoch per call): uint8
+- ours: the train stage's own loop (``pipeline.training.fit``, one epoch per call): uint8
   tensors in memory, a batch is taken by index and normalised as a whole;
 - DataLoader: a ``Dataset`` that hands out one PIL image at a time through ``ToTensor`` and
   ``Normalize`` (what ``torchvision.datasets.MNIST`` does), ``DataLoader(shuffle=True,
@@ -102,12 +102,12 @@ def _epoch_floor(model, opt, x: torch.Tensor, y: torch.Tensor, batch_size: int, 
 
 def _epoch_ours(model, data, batch_size: int, epoch: int) -> float:
     """One epoch of the train stage's ``fit`` (its own timing, which leaves out evaluation)."""
-    from pipeline.config import TrainConfig
-    from pipeline.stages.train import fit
+    from pipeline.training import fit
 
     with contextlib.redirect_stderr(io.StringIO()):             # fit's per-epoch log line
-        history = fit(model, data, TrainConfig(epochs=1, batch_size=batch_size, lr=1e-3, seed=epoch),
-                      torch.device("cpu"))
+        history = fit(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
+                      mean=data.info["mean"], std=data.info["std"], epochs=1, batch_size=batch_size, lr=1e-3,
+                      seed=epoch, device="cpu")
     return history["epoch_seconds"][0]
 
 

@@ -46,8 +46,8 @@ def mnist_inputs(n: int, epochs: int, seed: int) -> tuple[dict[str, np.ndarray],
     from pipeline.datasets import fetch, stratified_subset
     from pipeline.models import build_model, describe_layers
     from pipeline.runtime import normalizer, seed_everything
-    from pipeline.stages.extract import penultimate_layer, record_activations
-    from pipeline.stages.train import fit
+    from pipeline.activations import penultimate_layer, record_activations
+    from pipeline.training import fit
 
     data = fetch(DataConfig(dataset="mnist-5k"))
     images = np.concatenate([data.train_images, data.test_images])      # (5000, 1, 28, 28) uint8
@@ -59,7 +59,9 @@ def mnist_inputs(n: int, epochs: int, seed: int) -> tuple[dict[str, np.ndarray],
     print(f"training a default LeNet for {epochs} epochs on {len(data.train_labels)} digits ...", flush=True)
     started = time.perf_counter()
     os.environ.setdefault("HIDDEN_SPACES_QUIET", "1")
-    fit(model, data, TrainConfig(epochs=epochs, seed=seed), torch.device("cpu"))
+    t = TrainConfig(epochs=epochs, seed=seed)
+    fit(model, data.train_images, data.train_labels, data.test_images, data.test_labels, mean=data.info["mean"],
+        std=data.info["std"], epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed, device="cpu")
     print(f"  {time.perf_counter() - started:.1f} s", flush=True)
     layer = penultimate_layer(model)
     width = {row["name"]: int(np.prod(row["shape"])) for row in describe_layers(model, tuple(data.info["shape"]))}
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, x in inputs.items():
         reference = prepare(x, cfg.pca_dims, args.seed).pcs
         started = time.perf_counter()
-        ours = embed(x, "tsne", cfg, seed=args.seed).coords
+        ours = embed(x, "tsne", seed=args.seed, pca_dims=cfg.pca_dims, **t.model_dump()).coords
         t_ours = time.perf_counter() - started
         started = time.perf_counter()
         theirs = sklearn_default(x.astype(np.float64), args.seed)

@@ -47,7 +47,7 @@ cfg, out = ReduceConfig(), {}
 for name in names:
     x = np.load(folder / f"{name}.npy")
     started = time.perf_counter()
-    embed(x, "umap", cfg, seed=cfg.seed)
+    embed(x, "umap", seed=cfg.seed, pca_dims=cfg.pca_dims, **cfg.umap.model_dump())
     out[name] = time.perf_counter() - started
 print("FIT_SECONDS", json.dumps(out))
 """

@@ -1,7 +1,8 @@
 """PCA, t-SNE and UMAP behind one function, with the input checks that keep them from failing.
 
-:func:`embed` ``(x, method, cfg, *, seed, init=None) -> Embedding`` maps the activations of
-one layer, ``x`` of shape (n, dim), to ``coords`` of shape (n, 2 or 3). Every method sees the
+:func:`embed` ``(x, method, *, seed, pca_dims=50, layout=None, **options) -> Embedding`` maps the
+activations of one layer, ``x`` of shape (n, dim), to ``coords`` of shape (n, 2 or 3); ``options``
+are the method's hyperparameters as plain keywords (``perplexity=30``, ``n_neighbors=15``, ...). Every method sees the
 same prepared input (:func:`prepare`):
 
 1. checked: NaN/inf values, a constant ("dead") layer or fewer than :data:`MIN_POINTS` points
@@ -13,8 +14,10 @@ same prepared input (:func:`prepare`):
    t-SNE and (Euclidean) UMAP are fitted on these, as is usual (denoises, and makes the
    neighbour search cheap for 4,704-wide conv maps); PCA takes the first 2 or 3.
 
-Hyperparameters come from the validated ``reduce`` section; combinations the backends do not
-support are refused by :func:`check_config` with a message that names the key. Values the data
+Hyperparameters are the keys of the ``reduce.<method>`` params section, with the same defaults
+and ranges (:mod:`pipeline.config` is their one home; a bad value is one ConfigError line);
+combinations the backends do not support are refused by :func:`check_config` with a message
+that names the key. Values the data
 cannot support are clamped with a note in ``Embedding.info["notes"]``: t-SNE perplexity to
 ``(n - 1) / 3`` (it needs 3 x perplexity neighbours), UMAP ``n_neighbors`` to ``n - 1``.
 The output is checked too: a backend that returns NaN/inf (openTSNE does, silently, on some
@@ -57,14 +60,14 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from pipeline.config import METHODS, PCAConfig, ReduceConfig, TSNEConfig, UMAPConfig
+from pipeline.config import METHODS, PCAConfig, ReduceConfig, TSNEConfig, UMAPConfig, parse_params
 from pipeline.errors import ConfigError
 
 __all__ = [
     "Embedding", "Features", "SkipLayer", "MIN_POINTS", "FFT_THRESHOLD", "THREADS_FROM", "embed", "embed_frames",
     "prepare", "check_config", "tsne_gradient_method", "clamp_perplexity", "clamp_neighbors",
-    "align_procrustes", "rescale", "n_components", "fingerprint", "cuml_available", "exact_knn",
-    "EXACT_KNN_MAX", "numba_cache_dir", "numba_disk_cache", "frame_config", "FRAME_TSNE_ITER", "FRAME_UMAP_EPOCHS",
+    "align_procrustes", "rescale", "fingerprint", "cuml_available", "exact_knn",
+    "EXACT_KNN_MAX", "numba_cache_dir", "numba_disk_cache", "frame_options", "FRAME_TSNE_ITER", "FRAME_UMAP_EPOCHS",
 ]
 
 MIN_POINTS = 5                 # fewer points than this cannot be mapped meaningfully by any method
@@ -101,8 +104,12 @@ class Embedding:
     features: Optional[Features] = None     # the prepared input the method saw
 
 
-def n_components(method: str, cfg: ReduceConfig) -> int:
-    return int(getattr(cfg, method).n_components)
+def _settings(method: str, options: dict[str, Any], pca_dims: int = 50) -> ReduceConfig:
+    """The ``reduce`` section holding ``pca_dims`` and ``options`` as ``reduce.<method>``, validated
+    with the params' own defaults and ranges (one ConfigError line for a bad or unknown option)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown reduce method '{method}'; use one of {', '.join(METHODS)}")
+    return parse_params({"reduce": {"pca_dims": pca_dims, method: dict(options)}}, f"{method} options").reduce
 
 
 def fingerprint(x: np.ndarray) -> str:
@@ -132,10 +139,13 @@ def cuml_available() -> bool:
         return False
 
 
-def check_config(method: str, cfg: ReduceConfig) -> None:
-    """Refuse method/option combinations the backends do not support (one ConfigError line)."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown reduce method '{method}'; use one of {', '.join(METHODS)}")
+def check_config(method: str, /, **options: Any) -> None:
+    """Refuse method/option combinations the backends do not support (one ConfigError line).
+    ``options``: the method's hyperparameters (keys of ``reduce.<method>``)."""
+    _check(method, _settings(method, options))
+
+
+def _check(method: str, cfg: ReduceConfig) -> None:
     if method in ("tsne", "umap") and getattr(cfg, method).backend == "cuml" and not cuml_available():
         default = "opentsne" if method == "tsne" else "umap-learn"
         raise ConfigError(f"reduce.{method}.backend = cuml needs RAPIDS cuML (an NVIDIA GPU), which is not "
@@ -156,14 +166,14 @@ def check_config(method: str, cfg: ReduceConfig) -> None:
                               f"{t.n_components}); use method: bh or auto for 3-D")
 
 
-def tsne_gradient_method(cfg: TSNEConfig, n: int) -> str:
+def tsne_gradient_method(n: int, *, method: str = "auto", backend: str = "opentsne", n_components: int = 2) -> str:
     """``bh``, ``fft`` or ``exact`` for ``n`` points: ``auto`` is BH below :data:`FFT_THRESHOLD`
     points or in 3-D (openTSNE's FFT is 2-D only), FFT above; cuML (GPU): FFT, its default."""
-    if cfg.method != "auto":
-        return cfg.method
-    if cfg.backend == "cuml":
+    if method != "auto":
+        return method
+    if backend == "cuml":
         return "fft"
-    if cfg.backend == "sklearn" or cfg.n_components != 2 or n < FFT_THRESHOLD:
+    if backend == "sklearn" or n_components != 2 or n < FFT_THRESHOLD:
         return "bh"
     return "fft"
 
@@ -267,7 +277,7 @@ def _tsne(f: Features, cfg: TSNEConfig, seed: int, init: Optional[np.ndarray],
     if perplexity < cfg.perplexity:
         notes.append(f"perplexity {cfg.perplexity:g} -> {perplexity:.3g} (only {n} points; "
                      f"at most (n - 1) / 3)")
-    method = tsne_gradient_method(cfg, n)
+    method = tsne_gradient_method(n, method=cfg.method, backend=cfg.backend, n_components=cfg.n_components)
     if init is not None:
         start, init_kind = rescale(init, _TSNE_INIT_STD), "previous"
     elif cfg.init == "pca":
@@ -468,18 +478,22 @@ def _n_jobs(n: int) -> int:
 
 # --------------------------------------------------------------------------- the one entry point
 
-def embed(x: np.ndarray, method: str, cfg: ReduceConfig, *, seed: int,
-          init: Optional[np.ndarray] = None, features: Optional[Features] = None) -> Embedding:
+def embed(x: np.ndarray, method: str, /, *, seed: int, pca_dims: int = 50, layout: Optional[np.ndarray] = None,
+          features: Optional[Features] = None, **options: Any) -> Embedding:
     """Map ``x`` (n, dim) to (n, 2 or 3) with ``method`` (``pca``, ``tsne`` or ``umap``).
 
-    ``cfg`` is the ``reduce`` params section (``pca_dims`` and the method's subsection).
-    ``init`` (n, d): a starting layout for t-SNE / UMAP (e.g. the previous snapshot's map),
+    ``options``: the method's hyperparameters, the keys of ``reduce.<method>`` in params.yaml
+    with the same defaults (e.g. ``n_components=3, perplexity=50``; t-SNE's gradient ``method``
+    too: ``x`` and ``method`` are positional-only); ``pca_dims``: principal components t-SNE and
+    UMAP are fitted on.
+    ``layout`` (n, d): a starting layout for t-SNE / UMAP (e.g. the previous snapshot's map),
     rescaled here; PCA ignores it. ``features``: a :func:`prepare` result to reuse.
     Raises :class:`SkipLayer` (with the reason) when ``x`` cannot be embedded; never returns
     non-finite coordinates. ``info`` holds the parameters actually used, ``notes`` (clamps) and
     ``seconds``; for PCA also ``explained_variance_ratio``.
     """
-    check_config(method, cfg)
+    cfg = _settings(method, options, pca_dims)
+    _check(method, cfg)
     started = time.perf_counter()
     sub = getattr(cfg, method)
     d = sub.n_components
@@ -488,10 +502,10 @@ def embed(x: np.ndarray, method: str, cfg: ReduceConfig, *, seed: int,
         features = prepare(x, cfg.pca_dims if method != "pca" else max(cfg.pca_dims, d), seed,
                            keep_scaled=keep)
     n = len(features.pcs)
-    if init is not None:
-        init = np.asarray(init, dtype=np.float64)
-        if init.shape != (n, d) or not np.isfinite(init).all():
-            raise ValueError(f"init must be a finite ({n}, {d}) array, got shape {init.shape}")
+    if layout is not None:
+        layout = np.asarray(layout, dtype=np.float64)
+        if layout.shape != (n, d) or not np.isfinite(layout).all():
+            raise ValueError(f"layout must be a finite ({n}, {d}) array, got shape {layout.shape}")
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
@@ -500,9 +514,9 @@ def embed(x: np.ndarray, method: str, cfg: ReduceConfig, *, seed: int,
                 if method == "pca":
                     coords, used = _pca(features, cfg.pca, seed, notes)
                 elif method == "tsne":
-                    coords, used = _tsne(features, cfg.tsne, seed, init, notes)
+                    coords, used = _tsne(features, cfg.tsne, seed, layout, notes)
                 else:
-                    coords, used = _umap(features, cfg.umap, seed, init, notes)
+                    coords, used = _umap(features, cfg.umap, seed, layout, notes)
     except SkipLayer:
         raise
     except Exception as exc:  # a backend failing on odd input must not stop the other layers
@@ -537,8 +551,9 @@ FRAME_TSNE_ITER = 100          # t-SNE frames started from the previous map: no 
 FRAME_UMAP_EPOCHS = 100        # UMAP frames started from the previous map: at most this many epochs
 
 
-def frame_config(method: str, cfg: ReduceConfig) -> ReduceConfig:
-    """The budget of a snapshot frame that starts from the previous frame's map.
+def frame_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options (``reduce.<method>`` keys) of a snapshot frame that starts from the previous
+    frame's map: ``options`` with a shorter budget.
 
     The layout is already there, so t-SNE skips early exaggeration (whose job is to form the
     clusters from a random or PCA start) and runs :data:`FRAME_TSNE_ITER` iterations, UMAP at
@@ -550,25 +565,24 @@ def frame_config(method: str, cfg: ReduceConfig) -> ReduceConfig:
     0.951, 0.993, 12.6 s). cuML cannot start from a layout and
     scikit-learn fixes its exaggeration phase, so their frames keep the full budget.
     """
-    if method == "tsne" and cfg.tsne.backend == "opentsne":
-        sub = cfg.tsne.model_copy(update={"early_exaggeration_iter": 0,
-                                          "n_iter": min(cfg.tsne.n_iter, FRAME_TSNE_ITER)})
-        return cfg.model_copy(update={"tsne": sub})
-    if method == "umap" and cfg.umap.backend == "umap-learn":
-        epochs = FRAME_UMAP_EPOCHS if cfg.umap.n_epochs is None else min(cfg.umap.n_epochs, FRAME_UMAP_EPOCHS)
-        return cfg.model_copy(update={"umap": cfg.umap.model_copy(update={"n_epochs": epochs})})
-    return cfg
+    sub = getattr(_settings(method, options), method)
+    if method == "tsne" and sub.backend == "opentsne":
+        return {**options, "early_exaggeration_iter": 0, "n_iter": min(sub.n_iter, FRAME_TSNE_ITER)}
+    if method == "umap" and sub.backend == "umap-learn":
+        return {**options, "n_epochs": FRAME_UMAP_EPOCHS if sub.n_epochs is None else min(sub.n_epochs, FRAME_UMAP_EPOCHS)}
+    return dict(options)
 
 
-def embed_frames(frames: Iterable[np.ndarray], method: str, cfg: ReduceConfig, *, seed: int,
+def embed_frames(frames: Iterable[np.ndarray], method: str, /, *, seed: int, pca_dims: int = 50,
                  start: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                 on_frame: Optional[Callable[[], None]] = None) -> list[Embedding | SkipLayer]:
+                 on_frame: Optional[Callable[[], None]] = None, **options: Any) -> list[Embedding | SkipLayer]:
     """Map a sequence of activation arrays of the same points, each frame aligned to the last.
+    ``method``, ``seed``, ``pca_dims`` and ``options`` as for :func:`embed`.
 
     Frames are processed in the order given. ``start = (x, coords)``: a layer already mapped
     (e.g. the final model's) that the first frame starts from; a frame equal to that ``x``
     reuses its coords unchanged. Each frame is initialised from the previous successful frame
-    (t-SNE / UMAP, with the shorter budget of :func:`frame_config`) and Procrustes-aligned to it
+    (t-SNE / UMAP, with the shorter budget of :func:`frame_options`) and Procrustes-aligned to it
     (every method). A frame that cannot be
     embedded yields its :class:`SkipLayer` in the list, and the next frame starts from the
     last good one. ``on_frame()`` is called after each frame (progress bars).
@@ -581,9 +595,10 @@ def embed_frames(frames: Iterable[np.ndarray], method: str, cfg: ReduceConfig, *
         else:
             try:
                 if method == "pca" or previous is None:
-                    emb = embed(x, method, cfg, seed=seed)
-                else:                                        # a shorter budget: see frame_config
-                    emb = embed(x, method, frame_config(method, cfg), seed=seed, init=previous)
+                    emb = embed(x, method, seed=seed, pca_dims=pca_dims, **options)
+                else:                                        # a shorter budget: see frame_options
+                    emb = embed(x, method, seed=seed, pca_dims=pca_dims, layout=previous,
+                                **frame_options(method, options))
             except SkipLayer as exc:
                 out.append(exc)
                 if on_frame:

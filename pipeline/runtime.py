@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import random
 import sys
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["resolve_device", "seed_everything", "progress", "normalizer", "log", "limit_threads",
+__all__ = ["resolve_device", "seed_everything", "progress", "normalizer", "normalized_batches", "log", "limit_threads",
            "SINGLE_THREAD_BELOW", "THREAD_VARIABLES"]
 
 SINGLE_THREAD_BELOW = 10_000      # points: analysis stages keep BLAS / OpenMP / numba on one thread below this
@@ -73,6 +73,18 @@ def normalizer(mean: Sequence[float], std: Sequence[float], device: Any) -> Any:
         return (x.to(device=device, dtype=torch.float32) / 255.0 - m) / s
 
     return normalize
+
+
+def normalized_batches(images: Any, normalize: Any, batch_size: int) -> Iterator[tuple[int, Any]]:
+    """``(start, normalize(images[start:start + batch_size]))`` over ``images`` (N, C, H, W) uint8,
+    a tensor or a NumPy array (each chunk converted on its own, so a memory map is read in chunks)."""
+    import torch
+
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        if not torch.is_tensor(chunk):
+            chunk = torch.from_numpy(np.ascontiguousarray(chunk))
+        yield start, normalize(chunk)
 
 
 def limit_threads(n_points: int, below: int = SINGLE_THREAD_BELOW) -> bool:

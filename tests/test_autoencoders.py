@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import ModelConfig, TrainConfig
+from pipeline.config import ModelConfig
 from pipeline.errors import ConfigError, UserError
 from pipeline.models import build_model, describe_layers, load_model, save_model
 from pipeline.models.autoencoders import (AutoEncoder, TiedConvTranspose2d, TiedLinear, corrupt, decode_grid,
                                           kl_divergence, reconstruct)
 from pipeline.runtime import normalizer
-from pipeline.stages.extract import penultimate_layer
+from pipeline.activations import penultimate_layer
 
 from tests.conftest import run_cli, write_params
 
@@ -48,7 +48,7 @@ def test_reconstruction_has_the_input_shape_and_latent_is_named(kw, shape):
     rows = {r["name"]: r for r in describe_layers(model, shape)}
     assert rows["latent"]["shape"] == [3] and rows["output"]["shape"] == [*shape]
     model.train()
-    terms = model.loss_terms(x, torch.zeros(4, dtype=torch.long), TrainConfig(noise=0.2))
+    terms = model.loss_terms(x, torch.zeros(4, dtype=torch.long), noise=0.2)
     assert {"loss", "mse"} <= set(terms) and "accuracy" not in terms
     terms["loss"].backward()                               # every parameter is reachable
     assert all(p.grad is not None for p in model.parameters())
@@ -126,9 +126,9 @@ def test_tied_decoder_gradient_reaches_the_shared_weight():
 def test_denoising_loss_is_measured_against_the_clean_input():
     model = _model(arch="ae").train()
     x = torch.randn(8, 1, 28, 28)
-    cfg = TrainConfig(noise=0.5, noise_kind="masking")
+    noise = {"noise": 0.5, "noise_kind": "masking"}
     model.set_input_stats([0.1], [0.3])
-    terms = model.loss_terms(x, torch.zeros(8, dtype=torch.long), cfg, torch.Generator().manual_seed(3))
+    terms = model.loss_terms(x, torch.zeros(8, dtype=torch.long), **noise, generator=torch.Generator().manual_seed(3))
     noisy = corrupt(x, 0.5, "masking", model.pixel_zero, torch.Generator().manual_seed(3))
     assert not torch.equal(noisy, x)
     recon = model.decode(model.encode(noisy)[0])         # what the model saw: the corrupted input
@@ -137,7 +137,7 @@ def test_denoising_loss_is_measured_against_the_clean_input():
     assert torch.allclose(terms["mse_pixels"], terms["mse"] * 0.3 ** 2, rtol=1e-5)
     # Eval mode never corrupts.
     model.eval()
-    clean = model.loss_terms(x, torch.zeros(8, dtype=torch.long), cfg, torch.Generator().manual_seed(3))
+    clean = model.loss_terms(x, torch.zeros(8, dtype=torch.long), **noise, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(clean["mse"], (model(x) - x).pow(2).mean(), atol=1e-6)
 
 
@@ -190,11 +190,11 @@ def test_vae_loss_terms_combine_reconstruction_and_weighted_kl():
     x = torch.randn(6, 1, 28, 28)
     y = torch.zeros(6, dtype=torch.long)
     for w in (0.0, 1.0, 3.0):
-        t = model.loss_terms(x, y, TrainConfig(kl_weight=w), torch.Generator().manual_seed(0))
+        t = model.loss_terms(x, y, kl_weight=w, generator=torch.Generator().manual_seed(0))
         assert float(t["kl"].detach()) >= 0
         assert torch.allclose(t["loss"], t["recon"] + w * t["kl"])
     model.eval()                                            # eval: decodes mu, no sampling
-    t = model.loss_terms(x, y, TrainConfig())
+    t = model.loss_terms(x, y)
     mu, logvar = model.encode(x)
     sq = (model.decode(mu) - x).pow(2)
     assert torch.allclose(t["recon"], 0.5 * sq.flatten(1).sum(1).mean(), rtol=1e-5)
@@ -223,7 +223,7 @@ def test_same_seed_same_model_and_same_sampled_loss():
         torch.manual_seed(7)
         model = _model(arch="vae").train()
         x = torch.randn(5, 1, 28, 28)
-        terms = model.loss_terms(x, None, TrainConfig(noise=0.3), torch.Generator().manual_seed(1))
+        terms = model.loss_terms(x, None, noise=0.3, generator=torch.Generator().manual_seed(1))
         return model, terms
     (m1, t1), (m2, t2) = once(), once()
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
@@ -231,7 +231,7 @@ def test_same_seed_same_model_and_same_sampled_loss():
     assert all(torch.equal(t1[k], t2[k]) for k in t1)
     torch.manual_seed(7)
     m3 = _model(arch="vae").train()
-    t3 = m3.loss_terms(torch.randn(5, 1, 28, 28), None, TrainConfig(noise=0.3), torch.Generator().manual_seed(2))
+    t3 = m3.loss_terms(torch.randn(5, 1, 28, 28), None, noise=0.3, generator=torch.Generator().manual_seed(2))
     assert not torch.equal(t1["loss"], t3["loss"])         # another noise draw: another loss
 
 

@@ -11,7 +11,7 @@ import torch
 from pipeline import paths
 from pipeline.config import ModelConfig
 from pipeline.models import build_model
-from pipeline.stages.extract import choose_layers, record_activations
+from pipeline.activations import choose_layers, record_activations
 from pipeline.errors import ConfigError
 from tests.conftest import run_cli, write_params
 

@@ -12,7 +12,7 @@ from pipeline import paths
 from pipeline.config import ProbeConfig, parse_params
 from pipeline.errors import UserError
 from pipeline.stages import probe as probe_stage
-from pipeline.stages.probe import linear_probe, split
+from pipeline.probes import linear_probe, split
 from tests.test_reduce_stage import write_activations
 
 
@@ -38,37 +38,46 @@ def test_split_without_stratification_when_a_class_is_a_singleton() -> None:
     assert len(train) + len(test) == 21
 
 
+def test_library_defaults_are_the_params_defaults() -> None:
+    """linear_probe's keyword defaults match params.yaml's `probe` section (its one home)."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(linear_probe).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    assert defaults == ProbeConfig().model_dump()
+
+
 def test_probe_on_separable_classes_is_perfect() -> None:
     x, labels = separable()
-    result = linear_probe(x, labels, ProbeConfig())
+    result = linear_probe(x, labels)
     assert result == {"accuracy": 1.0, "dims": 6, "converged": True}
 
 
 def test_probe_on_noise_is_near_chance() -> None:
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 150)
-    result = linear_probe(rng.normal(size=(600, 20)), labels, ProbeConfig())
+    result = linear_probe(rng.normal(size=(600, 20)), labels)
     assert abs(result["accuracy"] - 0.25) < 0.1
 
 
 def test_wide_layers_are_pca_reduced() -> None:
     x, labels = separable(n_per=30, dim=300)
-    result = linear_probe(x, labels, ProbeConfig(max_dims=16))
+    result = linear_probe(x, labels, max_dims=16)
     assert result["dims"] == 16 and result["accuracy"] == 1.0
     # never more PCA dims than training points
-    assert linear_probe(x, labels, ProbeConfig(max_dims=200))["dims"] == 84
+    assert linear_probe(x, labels, max_dims=200)["dims"] == 84
 
 
 def test_dead_layer_gives_chance_not_a_crash() -> None:
     labels = np.repeat(np.arange(4), 25)
-    result = linear_probe(np.zeros((100, 8)), labels, ProbeConfig())
+    result = linear_probe(np.zeros((100, 8)), labels)
     assert result["accuracy"] <= 0.3 and result["dims"] == 8
 
 
 def test_nan_layer_is_skipped() -> None:
     x, labels = separable()
     x[1, 1] = np.nan
-    assert "NaN or infinite" in linear_probe(x, labels, ProbeConfig())["skipped"]
+    assert "NaN or infinite" in linear_probe(x, labels)["skipped"]
 
 
 def test_probe_stage_writes_metrics(workspace: Path, capfd: pytest.CaptureFixture) -> None:

@@ -30,6 +30,13 @@ def make_cfg(**overrides) -> ReduceConfig:
     return ReduceConfig.model_validate(raw)
 
 
+def opts(method: str, **overrides) -> dict:
+    """The plain keyword arguments of ``embed`` for ``method``: FAST's settings plus ``overrides``
+    (a ``method`` key holds that method's own options)."""
+    cfg = make_cfg(**overrides)
+    return {"pca_dims": cfg.pca_dims, **getattr(cfg, method).model_dump()}
+
+
 def blobs(n_per: int = 20, k: int = 3, dim: int = 12, spread: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``k`` well-separated Gaussian clusters in ``dim`` dims: (k * n_per, dim), labels."""
     rng = np.random.default_rng(seed)
@@ -44,7 +51,7 @@ def blobs(n_per: int = 20, k: int = 3, dim: int = 12, spread: float = 0.3, seed:
 @pytest.mark.parametrize("d", [2, 3])
 def test_embed_shapes_and_finite(method: str, d: int) -> None:
     x, _ = blobs()
-    emb = embed(x, method, make_cfg(**{method: {"n_components": d}}), seed=0)
+    emb = embed(x, method, **opts(method, **{method: {"n_components": d}}), seed=0)
     assert emb.coords.shape == (len(x), d)
     assert emb.coords.dtype == np.float32
     assert np.isfinite(emb.coords).all()
@@ -55,21 +62,20 @@ def test_embed_shapes_and_finite(method: str, d: int) -> None:
 @pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
 def test_embed_is_deterministic_for_a_seed(method: str) -> None:
     x, _ = blobs(seed=1)
-    cfg = make_cfg()
-    a = embed(x, method, cfg, seed=3).coords
-    b = embed(x, method, cfg, seed=3).coords
+    a = embed(x, method, **opts(method), seed=3).coords
+    b = embed(x, method, **opts(method), seed=3).coords
     np.testing.assert_array_equal(a, b)
 
 
 def test_tsne_seed_changes_random_init() -> None:
     x, _ = blobs(seed=2)
-    cfg = make_cfg(tsne={"init": "random"})
-    assert not np.allclose(embed(x, "tsne", cfg, seed=0).coords, embed(x, "tsne", cfg, seed=1).coords)
+    options = opts("tsne", tsne={"init": "random"})
+    assert not np.allclose(embed(x, "tsne", **options, seed=0).coords, embed(x, "tsne", **options, seed=1).coords)
 
 
 def test_tsne_sklearn_backend_runs() -> None:
     x, labels = blobs(n_per=15)
-    emb = embed(x, "tsne", make_cfg(tsne={"backend": "sklearn"}), seed=0)
+    emb = embed(x, "tsne", **opts("tsne", tsne={"backend": "sklearn"}), seed=0)
     assert emb.coords.shape == (45, 2) and np.isfinite(emb.coords).all()
     assert emb.info["backend"] == "sklearn" and emb.info["early_exaggeration_iter"] == 250
     assert any("early_exaggeration_iter" in note for note in emb.info["notes"])
@@ -79,7 +85,7 @@ def test_tsne_sklearn_backend_runs() -> None:
 def test_maps_separate_separated_clusters() -> None:
     x, labels = blobs(n_per=25, k=4)
     for method in ("pca", "tsne", "umap"):
-        emb = embed(x, method, make_cfg(), seed=0)
+        emb = embed(x, method, **opts(method), seed=0)
         assert knn_accuracy(emb.coords, labels, k=5) == 1.0, method
 
 
@@ -87,9 +93,9 @@ def test_maps_separate_separated_clusters() -> None:
 
 def test_pca_whiten_gives_unit_variance() -> None:
     x, _ = blobs(dim=8)
-    coords = embed(x, "pca", make_cfg(pca={"whiten": True, "n_components": 3}), seed=0).coords
+    coords = embed(x, "pca", **opts("pca", pca={"whiten": True, "n_components": 3}), seed=0).coords
     np.testing.assert_allclose(coords.std(axis=0), 1.0, rtol=1e-4)
-    plain = embed(x, "pca", make_cfg(pca={"n_components": 3}), seed=0).coords
+    plain = embed(x, "pca", **opts("pca", pca={"n_components": 3}), seed=0).coords
     assert plain.std(axis=0)[0] > 2.0                        # in the layer's units, not whitened
 
 
@@ -99,7 +105,7 @@ def test_pca_explained_variance_and_units() -> None:
     scales = np.array([3.0, 2.0, 1.0, 0.1])
     q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
     x = (rng.normal(size=(4000, 4)) * scales) @ q.T
-    emb = embed(x, "pca", make_cfg(), seed=0)
+    emb = embed(x, "pca", **opts("pca"), seed=0)
     ratios = emb.info["explained_variance_ratio"]
     assert explained_variance(np.array(ratios), 2) == pytest.approx(13 / 14.01, abs=0.01)
     assert emb.coords.std(axis=0) == pytest.approx([3.0, 2.0], rel=0.05)   # original units
@@ -107,7 +113,7 @@ def test_pca_explained_variance_and_units() -> None:
 
 def test_pca_with_fewer_features_than_components_pads() -> None:
     x = np.random.default_rng(0).normal(size=(30, 1))
-    emb = embed(x, "pca", make_cfg(), seed=0)
+    emb = embed(x, "pca", **opts("pca"), seed=0)
     assert emb.coords.shape == (30, 2) and np.all(emb.coords[:, 1] == 0)
     assert "component" in emb.info["notes"][0]
 
@@ -132,7 +138,7 @@ def test_bad_input_is_skipped_with_a_reason(method: str, case: str) -> None:
     else:
         x = x[:MIN_POINTS - 1]
     with pytest.raises(SkipLayer, match=expected):
-        embed(x, method, make_cfg(), seed=0)
+        embed(x, method, **opts(method), seed=0)
 
 
 def test_sklearn_tsne_is_never_called_on_constant_input(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,7 +151,7 @@ def test_sklearn_tsne_is_never_called_on_constant_input(monkeypatch: pytest.Monk
     x = np.full((50, 6), 3.0, dtype=np.float32)
     x[:, 2] = 0.25                                            # constant per column, not all equal
     with pytest.raises(SkipLayer, match="constant layer"):
-        embed(x, "tsne", make_cfg(tsne={"backend": "sklearn"}), seed=0)
+        embed(x, "tsne", **opts("tsne", tsne={"backend": "sklearn"}), seed=0)
 
 
 def test_nan_output_of_the_backend_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,7 +160,7 @@ def test_nan_output_of_the_backend_is_caught(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(openTSNE.TSNE, "fit", lambda self, data: np.full((len(data), 2), np.nan))
     x, _ = blobs()
     with pytest.raises(SkipLayer, match="non-finite coordinates"):
-        embed(x, "tsne", make_cfg(), seed=0)
+        embed(x, "tsne", **opts("tsne"), seed=0)
 
 
 def test_backend_exception_becomes_a_skip(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,12 +172,12 @@ def test_backend_exception_becomes_a_skip(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(openTSNE.TSNE, "fit", fail)
     x, _ = blobs()
     with pytest.raises(SkipLayer, match="tsne failed: ValueError: degenerate affinities$"):
-        embed(x, "tsne", make_cfg(), seed=0)
+        embed(x, "tsne", **opts("tsne"), seed=0)
 
 
 def test_perplexity_is_clamped_for_few_points() -> None:
     x, _ = blobs(n_per=4, k=3)                               # 12 points: perplexity <= 11 / 3
-    emb = embed(x, "tsne", make_cfg(tsne={"perplexity": 30}), seed=0)
+    emb = embed(x, "tsne", **opts("tsne", tsne={"perplexity": 30}), seed=0)
     assert emb.info["perplexity"] == pytest.approx(11 / 3, abs=1e-3)
     assert "perplexity 30 -> 3.67" in emb.info["notes"][0]
     assert np.isfinite(emb.coords).all()
@@ -179,7 +185,7 @@ def test_perplexity_is_clamped_for_few_points() -> None:
 
 def test_n_neighbors_is_clamped_for_few_points() -> None:
     x, _ = blobs(n_per=3, k=3)                               # 9 points: n_neighbors <= 8
-    emb = embed(x, "umap", make_cfg(umap={"n_neighbors": 15}), seed=0)
+    emb = embed(x, "umap", **opts("umap", umap={"n_neighbors": 15}), seed=0)
     assert emb.info["n_neighbors"] == 8
     assert "n_neighbors 15 -> 8" in emb.info["notes"][0]
     assert np.isfinite(emb.coords).all()
@@ -195,7 +201,7 @@ def test_clamp_rules() -> None:
 def test_partially_dead_layer_is_mapped_and_counted() -> None:
     x, labels = blobs()
     x = np.hstack([x, np.zeros((len(x), 5), dtype=np.float32)])   # 5 dead units
-    emb = embed(x, "tsne", make_cfg(), seed=0)
+    emb = embed(x, "tsne", **opts("tsne"), seed=0)
     assert emb.info["constant_features"] == 5
     assert knn_accuracy(emb.coords, labels, k=5) == 1.0
 
@@ -216,21 +222,27 @@ def test_prepare_scale_free() -> None:
 ])
 def test_unsupported_tsne_combinations_are_refused(tsne: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
-        check_config("tsne", make_cfg(tsne=tsne))
+        check_config("tsne", **tsne)
+
+
+def test_bad_option_is_one_line_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"tsne options: reduce.tsne.perplexity = -1: must be greater than 0"):
+        embed(blobs()[0], "tsne", seed=0, perplexity=-1)
+    with pytest.raises(ConfigError, match=r"reduce.umap.perplexity: unknown key"):
+        embed(blobs()[0], "umap", seed=0, perplexity=30)
 
 
 def test_unknown_method_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown reduce method 'isomap'; use one of pca, tsne, umap"):
-        embed(np.zeros((10, 2)), "isomap", make_cfg(), seed=0)
+        embed(np.zeros((10, 2)), "isomap", seed=0)
 
 
 def test_gradient_method_auto_by_size_and_dims() -> None:
-    cfg = make_cfg().tsne
-    assert tsne_gradient_method(cfg, 9_999) == "bh"
-    assert tsne_gradient_method(cfg, 10_000) == "fft"
-    assert tsne_gradient_method(make_cfg(tsne={"n_components": 3}).tsne, 50_000) == "bh"
-    assert tsne_gradient_method(make_cfg(tsne={"backend": "sklearn"}).tsne, 50_000) == "bh"
-    assert tsne_gradient_method(make_cfg(tsne={"method": "fft"}).tsne, 100) == "fft"
+    assert tsne_gradient_method(9_999) == "bh"
+    assert tsne_gradient_method(10_000) == "fft"
+    assert tsne_gradient_method(50_000, n_components=3) == "bh"
+    assert tsne_gradient_method(50_000, backend="sklearn") == "bh"
+    assert tsne_gradient_method(100, method="fft") == "fft"
 
 
 # --------------------------------------------------------------------------- metrics
@@ -288,7 +300,7 @@ def test_pca_frames_are_aligned_across_sign_flips_and_rotations() -> None:
     x, _ = blobs(dim=6)
     x = x.astype(np.float64)
     frames = [x, x @ rotation(6, 2), -x, x @ rotation(6, 3, reflect=True)]
-    out = embed_frames(frames, "pca", make_cfg(), seed=0)
+    out = embed_frames(frames, "pca", **opts("pca"), seed=0)
     first = out[0].coords
     for emb in out[1:]:
         np.testing.assert_allclose(emb.coords, first, atol=1e-3 * float(np.abs(first).max()))
@@ -296,12 +308,11 @@ def test_pca_frames_are_aligned_across_sign_flips_and_rotations() -> None:
 
 def test_frames_reuse_the_start_map_and_continue_after_a_bad_frame() -> None:
     x, labels = blobs()
-    cfg = make_cfg()
-    final = embed(x, "tsne", cfg, seed=0)
+    final = embed(x, "tsne", **opts("tsne"), seed=0)
     bad = x.copy()
     bad[0, 0] = np.nan
     noisy = x + np.random.default_rng(5).normal(scale=0.05, size=x.shape).astype(np.float32)
-    out = embed_frames([x, bad, noisy], "tsne", cfg, seed=0, start=(x, final.coords))
+    out = embed_frames([x, bad, noisy], "tsne", **opts("tsne"), seed=0, start=(x, final.coords))
     assert isinstance(out[0], Embedding) and out[0].info == {"reused": True}
     np.testing.assert_array_equal(out[0].coords, final.coords)
     assert isinstance(out[1], SkipLayer) and "NaN" in str(out[1])
@@ -317,8 +328,7 @@ def test_frames_reuse_the_start_map_and_continue_after_a_bad_frame() -> None:
 
 def test_umap_frames_start_from_the_previous_map() -> None:
     x, _ = blobs(seed=4)
-    cfg = make_cfg()
-    out = embed_frames([x, x * 1.01], "umap", cfg, seed=0)
+    out = embed_frames([x, x * 1.01], "umap", **opts("umap"), seed=0)
     assert out[0].info["init"] == "spectral" and out[1].info["init"] == "previous"
     assert out[0].info["n_epochs"] == 30 and out[1].info["n_epochs"] == min(30, FRAME_UMAP_EPOCHS)
     assert frame_config("umap", make_cfg(umap={"n_epochs": None})).umap.n_epochs == FRAME_UMAP_EPOCHS
@@ -344,7 +354,7 @@ def _is_constant(x: np.ndarray) -> bool:
 
 def _check_property(x: np.ndarray, method: str, d: int) -> None:
     try:
-        emb = embed(x, method, make_cfg(**{method: {"n_components": d}}), seed=0)
+        emb = embed(x, method, **opts(method, **{method: {"n_components": d}}), seed=0)
     except SkipLayer as exc:
         assert _is_constant(x), f"skipped a non-constant input: {exc}"
         assert "constant layer" in str(exc)

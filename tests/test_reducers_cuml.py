@@ -19,7 +19,7 @@ from pipeline import reducers
 from pipeline.errors import ConfigError
 from pipeline.reducers import check_config, cuml_available, embed, embed_frames
 from tests.conftest import run_cli, write_params
-from tests.test_reducers import blobs, make_cfg
+from tests.test_reducers import blobs, make_cfg, opts
 
 needs_no_cuml = pytest.mark.skipif(cuml_available(), reason="cuML is installed here")
 
@@ -27,14 +27,13 @@ needs_no_cuml = pytest.mark.skipif(cuml_available(), reason="cuML is installed h
 @needs_no_cuml
 @pytest.mark.parametrize("method, default", [("tsne", "opentsne"), ("umap", "umap-learn")])
 def test_missing_cuml_is_one_config_error(method: str, default: str) -> None:
-    cfg = make_cfg(**{method: {"backend": "cuml"}})
     with pytest.raises(ConfigError) as err:
-        check_config(method, cfg)
+        check_config(method, backend="cuml")
     message = str(err.value)
     assert message.startswith(f"reduce.{method}.backend = cuml needs RAPIDS cuML")
     assert f"backend: {default}" in message and reducers.CUML_INSTALL in message and "\n" not in message
     with pytest.raises(ConfigError):                        # embed refuses before doing any work
-        embed(blobs()[0], method, cfg, seed=0)
+        embed(blobs()[0], method, seed=0, backend="cuml")
 
 
 @needs_no_cuml
@@ -51,7 +50,8 @@ def test_missing_cuml_from_the_cli(tmp_path: Path) -> None:
 def test_default_backends_do_not_need_cuml(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reducers, "cuml_available", lambda: False)
     for method in ("tsne", "umap"):
-        check_config(method, make_cfg())
+        check_config(method)
+        check_config(method, **getattr(make_cfg(), method).model_dump())
 
 
 # --------------------------------------------------------------------------- a stand-in cuml module
@@ -93,7 +93,7 @@ def fake_cuml(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 def test_cuml_tsne_parameters(fake_cuml: list[dict]) -> None:
     x, _ = blobs()
     cfg = make_cfg(tsne={"backend": "cuml"})
-    emb = embed(x, "tsne", cfg, seed=4)
+    emb = embed(x, "tsne", **opts("tsne", tsne={"backend": "cuml"}), seed=4)
     assert emb.coords.shape == (len(x), 2) and emb.coords.dtype == np.float32
     call = fake_cuml[-1]
     assert call["cls"] == "TSNE" and call["n_components"] == 2 and call["random_state"] == 4
@@ -101,23 +101,23 @@ def test_cuml_tsne_parameters(fake_cuml: list[dict]) -> None:
     assert call["max_iter"] == cfg.tsne.early_exaggeration_iter + cfg.tsne.n_iter
     assert call["exaggeration_iter"] == cfg.tsne.early_exaggeration_iter
     assert emb.info["backend"] == "cuml" and emb.info["gradient_method"] == "fft"
-    embed(x, "tsne", make_cfg(tsne={"backend": "cuml", "method": "bh", "init": "random"}), seed=0)
+    embed(x, "tsne", **opts("tsne", tsne={"backend": "cuml", "method": "bh", "init": "random"}), seed=0)
     assert fake_cuml[-1]["method"] == "barnes_hut" and fake_cuml[-1]["init"] == "random"
 
 
 def test_cuml_tsne_is_2d_only(fake_cuml: list[dict]) -> None:
     with pytest.raises(ConfigError, match="reduce.tsne.backend = cuml maps to 2-D only"):
-        check_config("tsne", make_cfg(tsne={"backend": "cuml", "n_components": 3}))
+        check_config("tsne", backend="cuml", n_components=3)
 
 
 def test_cuml_umap_parameters_and_frames(fake_cuml: list[dict]) -> None:
     x, _ = blobs()
     cfg = make_cfg(umap={"backend": "cuml", "n_components": 3})
-    emb = embed(x, "umap", cfg, seed=1)
+    emb = embed(x, "umap", **opts("umap", umap={"backend": "cuml", "n_components": 3}), seed=1)
     call = fake_cuml[-1]
     assert call["cls"] == "UMAP" and call["n_components"] == 3 and call["init"] == "spectral"
     assert call["n_neighbors"] == cfg.umap.n_neighbors and call["random_state"] == 1
     assert emb.info["backend"] == "cuml" and emb.info["notes"] == []
-    frames = embed_frames([x, x * 1.5], "umap", cfg, seed=0)        # the second frame would start from the first
+    frames = embed_frames([x, x * 1.5], "umap", **opts("umap", umap={"backend": "cuml", "n_components": 3}), seed=0)        # the second frame would start from the first
     assert all(not isinstance(f, Exception) for f in frames)
     assert any("cannot start from a given layout" in note for note in frames[1].info["notes"])

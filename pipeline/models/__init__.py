@@ -17,9 +17,10 @@ import torch
 from pipeline import artifacts
 from pipeline.config import TORCHVISION_PREFIX, ModelConfig
 from pipeline.errors import ConfigError, UserError
-from pipeline.models.common import Classifier, Network
+from pipeline.models.common import Classifier, Network, eval_mode
 
-__all__ = ["build_model", "describe_layers", "select_layers", "save_model", "load_model", "load_meta", "load_weights_into",
+__all__ = ["build_model", "describe_layers", "select_layers", "model_meta", "save_model", "load_model", "load_meta",
+           "load_weights_into",
            "check_weights_config", "Network", "Classifier", "WEIGHTS_FILE", "CONFIG_FILE"]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -104,13 +105,11 @@ def describe_layers(model: Network, input_shape: tuple[int, int, int],
             out = out[0] if isinstance(out, (tuple, list)) else out
             shapes[name] = tuple(out.shape[1:])
         handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     device = next(model.parameters(), torch.empty(0)).device    # the model may sit on cuda / mps
     try:
-        model(torch.zeros((1, *input_shape), device=device))
+        with eval_mode(model):
+            model(torch.zeros((1, *input_shape), device=device))
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     about = getattr(model, "layer_about", None)     # models that are not ours: block type, params, ends_with
@@ -119,6 +118,26 @@ def describe_layers(model: Network, input_shape: tuple[int, int, int],
          **({} if about else {"params": sum(p.numel() for p in module.parameters(recurse=False))})}
         for name, module in layers
     ]
+
+
+def model_meta(model: Network, model_config: dict[str, Any], data_info: dict[str, Any]) -> dict[str, Any]:
+    """The ``model.json`` record of a built ``model``: its ``model.*`` section ``model_config`` (a
+    dict), the dataset's ``info.json`` fields it depends on, and the layers (ARTIFACTS.md)."""
+    shape = tuple(data_info["shape"])
+    return {
+        "arch": model_config["arch"],
+        "task": model.task,
+        "model": dict(model_config),
+        "input_shape": list(shape),
+        "n_classes": len(data_info["classes"]),
+        "classes": list(data_info["classes"]),
+        "dataset": data_info.get("dataset"),
+        "mean": data_info["mean"],
+        "std": data_info["std"],
+        "output_layer": model.output_layer,
+        "layers": describe_layers(model, shape),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def save_model(directory: str | Path, model: Network, meta: dict[str, Any], *,

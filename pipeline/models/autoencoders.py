@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -60,14 +60,12 @@ from torch.nn import functional as F
 
 from pipeline.config import ModelConfig
 from pipeline.errors import ConfigError, UserError
-from pipeline.models.common import Network, check_kernel, conv_out, make_activation
-
-if TYPE_CHECKING:
-    from pipeline.config import TrainConfig
+from pipeline.models.common import Network, check_kernel, conv_out, eval_mode, make_activation
+from pipeline.runtime import normalized_batches, normalizer
 
 __all__ = [
     "AutoEncoder", "LinearToImage", "TiedLinear", "TiedConvTranspose2d", "build_ae", "build_conv_ae", "build_vae",
-    "kl_divergence", "corrupt", "reconstruct", "decode_grid", "DEFAULT_HIDDEN",
+    "kl_divergence", "corrupt", "reconstruct", "denoise", "decode_grid", "DEFAULT_HIDDEN",
 ]
 
 DEFAULT_HIDDEN = [512, 256]              # fc encoder sizes when model.hidden is null (decoder mirrored)
@@ -231,9 +229,9 @@ class AutoEncoder(Network):
         mu, logvar = self.encode(x)
         return self.decode(self.sample(mu, logvar))
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig",
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        x_in = corrupt(x, cfg.noise, cfg.noise_kind, self.pixel_zero, generator) if self.training else x
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, *, noise: float = 0.0, noise_kind: str = "masking",
+                   kl_weight: float = 1.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        x_in = corrupt(x, noise, noise_kind, self.pixel_zero, generator) if self.training else x
         mu, logvar = self.encode(x_in)
         recon = self.decode(self.sample(mu, logvar, generator))      # (B, C, H, W)
         sq = (recon - x).pow(2)                                        # against the CLEAN input
@@ -241,7 +239,7 @@ class AutoEncoder(Network):
         if logvar is not None:
             nll = 0.5 * sq.flatten(1).sum(dim=1).mean()
             kl = kl_divergence(mu, logvar).mean()
-            terms.update(loss=nll + cfg.kl_weight * kl, recon=nll, kl=kl)
+            terms.update(loss=nll + kl_weight * kl, recon=nll, kl=kl)
         else:
             terms["loss"] = sq.mean()
         terms["mse"] = sq.mean().detach() if logvar is not None else terms["loss"]
@@ -405,19 +403,37 @@ def reconstruct(model: AutoEncoder, images_u8: np.ndarray | torch.Tensor, normal
     images = torch.as_tensor(np.asarray(images_u8) if not torch.is_tensor(images_u8) else images_u8)
     c = model.input_shape[0]
     offset, scale = _inverse(normalize, c)
-    was_training = model.training
-    model.eval()
     out = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                y = model(normalize(images[start:start + batch_size]))
-                out.append(((y - offset) / scale).clamp(0, 1).float().cpu())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for _, x in normalized_batches(images, normalize, batch_size):
+            out.append(((model(x) - offset) / scale).clamp(0, 1).float().cpu())
     if not out:
         return np.zeros((0, *model.input_shape), dtype=np.float32)
     return torch.cat(out).numpy().astype(np.float32)
+
+
+def _to_pixels(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalised (N, C, H, W) tensor -> float32 pixels in [0, 1] (the inverse of runtime.normalizer)."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).clamp_min(1e-6)
+    return (x.float().cpu() * s + m).clamp(0, 1).numpy().astype(np.float32)
+
+
+def denoise(model: AutoEncoder, images_u8: np.ndarray, *, mean: Sequence[float], std: Sequence[float],
+            noise: float, noise_kind: str, seed: int, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy input, denoised output) pixels in [0, 1], (N, C, H, W) each: the training noise
+    (:func:`corrupt` with ``noise``/``noise_kind``, black-pixel background, a generator seeded with
+    ``seed``) applied to ``images_u8`` (N, C, H, W uint8) normalised with ``mean``/``std``, then the
+    model in eval mode (restored afterwards)."""
+    model.set_input_stats(mean, std)
+    generator = torch.Generator().manual_seed(seed)
+    noisy, out = [], []
+    with eval_mode(model), torch.inference_mode():
+        for _, x in normalized_batches(images_u8, normalizer(mean, std, "cpu"), batch_size):
+            x_noisy = corrupt(x, noise, noise_kind, model.pixel_zero, generator)
+            noisy.append(_to_pixels(x_noisy, mean, std))
+            out.append(_to_pixels(model(x_noisy), mean, std))
+    return np.concatenate(noisy), np.concatenate(out)
 
 
 def decode_grid(model: AutoEncoder, normalize: Callable, *, n: int = 15, latents: np.ndarray | None = None,
@@ -459,11 +475,7 @@ def decode_grid(model: AutoEncoder, normalize: Callable, *, n: int = 15, latents
     z = np.tile(base, (n, n, 1))                                             # (n, n, D)
     z[:, :, dims[0]] = xs[None, :]
     z[:, :, dims[1]] = ys[:, None]
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         images = _decode_to_pixels(model, torch.from_numpy(z.reshape(n * n, d)).float(), normalize, batch_size)
-    finally:
-        model.train(was_training)
     return {"images": images.reshape(n, n, *model.input_shape).astype(np.float32),
             "xs": xs.astype(np.float32), "ys": ys.astype(np.float32), "dims": [int(i) for i in dims]}

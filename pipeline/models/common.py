@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
 
 from pipeline.errors import ConfigError
 
-if TYPE_CHECKING:
-    from pipeline.config import TrainConfig
+__all__ = ["Network", "Classifier", "make_activation", "conv_out", "check_kernel", "dense_head", "eval_mode"]
 
-__all__ = ["Network", "Classifier", "make_activation", "conv_out", "check_kernel", "dense_head"]
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block, back in the mode it was found in afterwards
+    (also when the block raises): the caller's model is left as found."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 _ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -65,12 +75,14 @@ class Network(nn.Module):
     def named_layers(self) -> list[tuple[str, nn.Module]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig",
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, *, noise: float = 0.0, noise_kind: str = "masking",
+                   kl_weight: float = 1.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per-batch means: ``loss`` (what training minimises) plus statistics to log.
 
         ``x`` is the normalised batch (B, C, H, W), ``y`` the labels (B,). In training mode the
-        model may corrupt its input (denoising); in eval mode it must not.
+        model may corrupt its input (denoising with ``noise``, ``noise_kind``, drawn from
+        ``generator``); in eval mode it must not. ``kl_weight`` weighs a VAE's KL term.
+        Classifiers ignore the three.
         """
         raise NotImplementedError  # pragma: no cover - abstract
 
@@ -94,8 +106,8 @@ class Classifier(Network):
     def named_layers(self) -> list[tuple[str, nn.Module]]:
         return [(n, m) for n, m in self.layers.named_children() if not isinstance(m, nn.Dropout)]
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig",
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, *, noise: float = 0.0, noise_kind: str = "masking",
+                   kl_weight: float = 1.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         logits = self(x)                                            # (B, n_classes)
         loss = nn.functional.cross_entropy(logits, y)
         accuracy = (logits.argmax(dim=1) == y).double().mean()

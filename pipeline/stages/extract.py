@@ -3,8 +3,8 @@
 ``extract.split``: ``test`` (default), ``train`` or ``all`` (the test images, then the training
 images; ``indices.npy`` counts rows of that pool, see :func:`pipeline.datasets.split_images`).
 
-One batched pass with forward hooks on all chosen layers (inference mode, chunks of
-``extract.batch_size``). Each layer's activations stream straight into a memory-mapped
+One batched pass with forward hooks on all chosen layers (:func:`pipeline.activations.record_activations`,
+inference mode, chunks of ``extract.batch_size``). Each layer's activations stream straight into a memory-mapped
 ``.npy`` on disk, so memory stays bounded by one chunk whatever the number of points or
 layers. The same runs for every weight snapshot, for ``extract.snapshot_layers`` only.
 """
@@ -12,96 +12,21 @@ layers. The same runs for every weight snapshot, for ``extract.snapshot_layers``
 from __future__ import annotations
 
 import errno
-import re
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline import artifacts, paths
+from pipeline.activations import INPUT, choose_layers, layer_shapes, penultimate_layer, record_activations
 from pipeline.config import ExtractConfig, Params
 from pipeline.datasets import load_prepared, split_arrays, stratified_subset
 from pipeline.errors import ConfigError, UserError
 from pipeline.models import load_meta, load_model, load_weights_into
-from pipeline.models.common import Network
 from pipeline.runtime import log, normalizer, progress, resolve_device, seed_everything
 
-__all__ = ["run", "record_activations", "choose_layers", "penultimate_layer", "INPUT"]
-
-INPUT = "input"                      # pseudo-layer: the normalised pixels
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def penultimate_layer(model: Network) -> str:
-    """The layer before the output (e.g. ``act4`` of LeNet, ``latent``'s neighbour for autoencoders)."""
-    names = [n for n, _ in model.named_layers()]
-    if model.task != "classify" and "latent" in names:
-        return "latent"
-    return names[-2] if len(names) >= 2 else names[-1]
-
-
-def choose_layers(model: Network, wanted: Sequence[str] | None, key: str = "extract.layers") -> list[str]:
-    """Validate layer names against the model; ``None`` means ``input`` plus every named layer."""
-    names = [n for n, _ in model.named_layers()]
-    for n in names:
-        if not _SAFE_NAME.match(n):  # pragma: no cover - our models use plain names
-            raise UserError(f"layer name {n!r} cannot be a file name")
-    if wanted is None or wanted in ("auto", "all"):
-        return [INPUT, *names]
-    valid = [INPUT, *names]
-    unknown = [w for w in wanted if w not in valid]
-    if unknown:
-        raise ConfigError(f"{key}: unknown layer '{unknown[0]}'; valid names: {', '.join(valid)} "
-                          f"(`python -m pipeline layers` lists them)")
-    seen: set[str] = set()
-    return [w for w in valid if w in wanted and not (w in seen or seen.add(w))]
-
-
-@torch.inference_mode()
-def record_activations(model: Network, images: torch.Tensor, normalize: Callable[[torch.Tensor], torch.Tensor],
-                       layers: Sequence[str], sinks: dict[str, np.ndarray], *, batch_size: int = 256,
-                       desc: str = "extract") -> torch.Tensor | None:
-    """Run ``images`` (N, C, H, W uint8) through ``model`` once, writing each layer's flattened
-    output into ``sinks[layer]`` (an (N, dim) array or memmap). Returns the logits (N, K) on the
-    CPU for classifiers, else None. The model is left in the mode it was found in."""
-    modules = dict(model.named_layers())
-    current: dict[str, torch.Tensor] = {}
-    was_training = model.training
-    model.eval()
-    logits_parts: list[torch.Tensor] = []
-    with ExitStack() as stack:
-        for name in layers:
-            if name == INPUT:
-                continue
-
-            def hook(_m, _inp, out, name=name):
-                out = out[0] if isinstance(out, (tuple, list)) else out
-                current[name] = out
-            stack.callback(modules[name].register_forward_hook(hook).remove)
-        n = len(images)
-        bar = progress(range(0, n, batch_size), desc=desc, unit="batch", leave=False)
-        for start in bar:
-            x = normalize(images[start:start + batch_size])                 # (B, C, H, W) float32
-            current.clear()
-            out = model(x)
-            stop = start + len(x)
-            for name in layers:
-                act = x if name == INPUT else current[name]
-                sinks[name][start:stop] = act.reshape(len(x), -1).float().cpu().numpy()
-            if model.task == "classify":
-                logits_parts.append(out.float().cpu())
-    model.train(was_training)
-    return torch.cat(logits_parts) if logits_parts else None
-
-
-def _layer_dims(model: Network, layers: Sequence[str], input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    from pipeline.models import describe_layers
-
-    shapes = {row["name"]: tuple(row["shape"]) for row in describe_layers(model, input_shape)}
-    shapes[INPUT] = tuple(input_shape)
-    return {name: shapes[name] for name in layers}
+__all__ = ["run"]
 
 
 _SPACE_FIX = "free disk space, or lower extract.n_samples, set extract.dtype: float16 or list fewer extract.layers"
@@ -196,12 +121,12 @@ def run(params: Params) -> dict[str, Any]:
         images = torch.from_numpy(np.ascontiguousarray(pool_images[idx]))      # (n, C, H, W) uint8
         labels = pool_labels[idx]
         del pool_images
-        shapes = _layer_dims(model, layers, tuple(meta["input_shape"]))
+        shapes = layer_shapes(model, layers, tuple(meta["input_shape"]))
         _check_memory(cfg, shapes, images, len(snapshot_layers))
         log(f"extracting {len(layers)} layers for {len(idx)} {cfg.split} images ({cfg.dtype}) on {device}")
         index_path = paths.MODEL / "snapshots" / "index.json"
         entries = artifacts.load_json(index_path, "snapshot index")["snapshots"] if index_path.exists() else []
-        snap_shapes = {name: shapes.get(name) or _layer_dims(model, [name], tuple(meta["input_shape"]))[name]
+        snap_shapes = {name: shapes.get(name) or layer_shapes(model, [name], tuple(meta["input_shape"]))[name]
                        for name in snapshot_layers}
         artifacts.require_free_space(out, _needed_bytes(len(idx), cfg.dtype, shapes, snap_shapes, len(entries)),
                                      f"the activations of {len(layers)} layers and {len(entries)} snapshots",

@@ -38,8 +38,7 @@ from pipeline import artifacts, memory, paths
 from pipeline.config import METHOD_NAMES, METHODS, Params, ReduceConfig
 from pipeline.errors import UsageError, UserError
 from pipeline.quality import explained_variance, knn_accuracy, map_metrics
-from pipeline.reducers import (Embedding, SkipLayer, check_config, embed, embed_frames, fingerprint,
-                               n_components)
+from pipeline.reducers import Embedding, SkipLayer, check_config, embed, embed_frames, fingerprint
 from pipeline.runtime import limit_threads, log, progress
 
 __all__ = ["run", "layer_metrics", "points_columns", "FULL_KNN_MAX"]
@@ -110,8 +109,8 @@ def _snapshots(method: str, cfg: ReduceConfig, index: dict, act: Path, out: Path
         backwards = entries[::-1]
         frames = (_load_layer(act / e["dir"] / f"{layer}.npy", len(labels)) for e in backwards)  # lazily
         bar = progress(total=len(backwards), desc=f"{method} {layer} snapshots", unit="frame", leave=False)
-        results = embed_frames(frames, method, cfg, seed=cfg.seed, start=anchors.get(layer),
-                               on_frame=lambda: bar.update(1))
+        results = embed_frames(frames, method, seed=cfg.seed, pca_dims=cfg.pca_dims, start=anchors.get(layer),
+                               on_frame=lambda: bar.update(1), **getattr(cfg, method).model_dump())
         bar.close()
         steps, frame_metrics, skipped = [], [], []
         for entry, result in zip(backwards[::-1], results[::-1]):
@@ -136,7 +135,8 @@ def run(params: Params, method: str) -> dict[str, Any]:
         raise UsageError(f"unknown reduce method '{method}'; use one of {', '.join(METHODS)} "
                         f"(e.g. `python -m pipeline reduce tsne`)")
     cfg = params.reduce
-    check_config(method, cfg)
+    options = getattr(cfg, method).model_dump()     # the method's hyperparameters, as plain keywords
+    check_config(method, **options)
     act = paths.ACTIVATIONS
     out, metrics_path, points = paths.embedding_dir(method), paths.embedding_metrics(method), paths.points_dir(method)
     started = time.perf_counter()
@@ -162,10 +162,10 @@ def run(params: Params, method: str) -> dict[str, Any]:
                                points_columns(coords, labels, classes, preds,
                                               map_title(method, name, place[name], n_layers)))
 
-        d = n_components(method, cfg)
+        d = options["n_components"]
         info: dict[str, Any] = {"method": method, "n_components": d, "n": int(len(labels)),
                                 "params": {"pca_dims": cfg.pca_dims, "seed": cfg.seed, "knn_k": cfg.knn_k,
-                                           **getattr(cfg, method).model_dump()},
+                                           **options},
                                 "layers": {}, "snapshots": {}, "snapshot_metrics": {}, "snapshot_skipped": {}}
         metrics: dict[str, Any] = {}
         mapped: dict[str, np.ndarray] = {}         # layer -> coords (n, d)
@@ -190,7 +190,7 @@ def run(params: Params, method: str) -> dict[str, Any]:
                         anchors[name] = (x, mapped[twin])
                 continue
             try:
-                emb = embed(x, method, cfg, seed=cfg.seed)
+                emb = embed(x, method, seed=cfg.seed, pca_dims=cfg.pca_dims, **options)
             except SkipLayer as exc:
                 log(f"warning: reduce {method}: layer {name} skipped: {exc}")
                 info["layers"][name] = {"status": "skipped", "reason": str(exc)}

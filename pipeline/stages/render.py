@@ -393,37 +393,6 @@ def _dataset_mean_std(info: dict[str, Any]):
     return mean_std_figure(mean, std, dataset=str(info.get("dataset", "dataset")), n_images=len(train))
 
 
-def _to_pixels(x: Any, mean: Any, std: Any) -> np.ndarray:
-    """Normalised (N, C, H, W) tensor -> float32 pixels in [0, 1] (the inverse of runtime.normalizer)."""
-    import torch
-
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).clamp_min(1e-6)
-    return (x.float().cpu() * s + m).clamp(0, 1).numpy().astype(np.float32)
-
-
-def _denoise(model: Any, normalize: Any, images_u8: np.ndarray, train: TrainConfig, mean: Any,
-             std: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(noisy input, denoised output) pixels in [0, 1], (N, C, H, W) each: the training noise
-    (``corrupt`` with ``train.noise``/``noise_kind``, black-pixel background, generator seeded with
-    ``train.seed``) applied to ``images_u8``, then the model in eval mode."""
-    import torch
-
-    from pipeline.models.autoencoders import corrupt
-
-    model.set_input_stats(mean, std)
-    generator = torch.Generator().manual_seed(train.seed)
-    noisy, out = [], []
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(images_u8), 256):
-            x = normalize(torch.from_numpy(np.ascontiguousarray(images_u8[start:start + 256])))
-            x_noisy = corrupt(x, train.noise, train.noise_kind, model.pixel_zero, generator)
-            noisy.append(_to_pixels(x_noisy, mean, std))
-            out.append(_to_pixels(model(x_noisy), mean, std))
-    return np.concatenate(noisy), np.concatenate(out)
-
-
 def _snapshot_index() -> list[dict[str, Any]]:
     path = paths.MODEL / "snapshots" / "index.json"
     if not path.exists():
@@ -436,7 +405,7 @@ def _autoencoder_jobs(inp: Inputs, train: TrainConfig, metrics: dict[str, Any], 
     """Reconstructions (and denoising), their progress over the snapshots, and for a 2-D code
     the code itself and the decoded manifold."""
     from pipeline.models import load_model, load_weights_into
-    from pipeline.models.autoencoders import decode_grid, reconstruct
+    from pipeline.models.autoencoders import decode_grid, denoise, reconstruct
     from pipeline.plots import autoencoders as ae_plots
     from pipeline.runtime import normalizer
 
@@ -473,7 +442,8 @@ def _autoencoder_jobs(inp: Inputs, train: TrainConfig, metrics: dict[str, Any], 
 
     if train.noise > 0:
         def denoising():
-            noisy, denoised = _denoise(model, normalize, inp.pixels, train, mean, std)
+            noisy, denoised = denoise(model, inp.pixels, mean=mean, std=std, noise=train.noise,
+                                      noise_kind=train.noise_kind, seed=train.seed)
             c = clean()
             mse_noisy, mse_out = ae_plots.pixel_mse(noisy, c), ae_plots.pixel_mse(denoised, c)
             metrics["denoising"] = {"noise": train.noise, "noise_kind": train.noise_kind,
