@@ -31,7 +31,7 @@ def _fit(x, cfg, labels, init=None, features=None):
     from pipeline.reducers import embed
 
     wall, cpu = time.perf_counter(), time.process_time()
-    emb = embed(x, "tsne", cfg, seed=0, init=init, features=features)
+    emb = embed(x, "tsne", seed=0, pca_dims=cfg.pca_dims, layout=init, features=features, **cfg.tsne.model_dump())
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"wall": wall, "cpu": cpu, "knn": knn_accuracy(emb.coords, labels, 10),
             "trust": trustworthiness(emb.features.pcs, emb.coords, 10), "coords": emb.coords,

@@ -569,7 +569,8 @@ def frame_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
     if method == "tsne" and sub.backend == "opentsne":
         return {**options, "early_exaggeration_iter": 0, "n_iter": min(sub.n_iter, FRAME_TSNE_ITER)}
     if method == "umap" and sub.backend == "umap-learn":
-        return {**options, "n_epochs": FRAME_UMAP_EPOCHS if sub.n_epochs is None else min(sub.n_epochs, FRAME_UMAP_EPOCHS)}
+        epochs = FRAME_UMAP_EPOCHS if sub.n_epochs is None else min(sub.n_epochs, FRAME_UMAP_EPOCHS)
+        return {**options, "n_epochs": epochs}
     return dict(options)
 
 

@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.quality import explained_variance, knn_accuracy, map_metrics, silhouette, trustworthiness
 from pipeline.reducers import (
     MIN_POINTS, Embedding, SkipLayer, align_procrustes, check_config, clamp_neighbors, clamp_perplexity,
-    FRAME_TSNE_ITER, FRAME_UMAP_EPOCHS, embed, embed_frames, frame_config, prepare, tsne_gradient_method,
+    FRAME_TSNE_ITER, FRAME_UMAP_EPOCHS, embed, embed_frames, frame_options, prepare, tsne_gradient_method,
 )
 
 FAST = {"pca_dims": 10, "tsne": {"perplexity": 10, "early_exaggeration_iter": 30, "n_iter": 60},
@@ -317,7 +317,7 @@ def test_frames_reuse_the_start_map_and_continue_after_a_bad_frame() -> None:
     np.testing.assert_array_equal(out[0].coords, final.coords)
     assert isinstance(out[1], SkipLayer) and "NaN" in str(out[1])
     assert isinstance(out[2], Embedding) and out[2].info["init"] == "previous"
-    # from a previous map: no early exaggeration, a shorter budget (frame_config)
+    # from a previous map: no early exaggeration, a shorter budget (frame_options)
     assert out[2].info["early_exaggeration_iter"] == 0 and out[2].info["n_iter"] == min(60, FRAME_TSNE_ITER)
     # started from the previous map: points stay near where they were
     spread = float(np.linalg.norm(final.coords - final.coords.mean(0), axis=1).mean())
@@ -331,8 +331,9 @@ def test_umap_frames_start_from_the_previous_map() -> None:
     out = embed_frames([x, x * 1.01], "umap", **opts("umap"), seed=0)
     assert out[0].info["init"] == "spectral" and out[1].info["init"] == "previous"
     assert out[0].info["n_epochs"] == 30 and out[1].info["n_epochs"] == min(30, FRAME_UMAP_EPOCHS)
-    assert frame_config("umap", make_cfg(umap={"n_epochs": None})).umap.n_epochs == FRAME_UMAP_EPOCHS
-    assert frame_config("tsne", make_cfg(tsne={"backend": "sklearn"})).tsne.early_exaggeration_iter == 30
+    assert frame_options("umap", {"n_epochs": None})["n_epochs"] == FRAME_UMAP_EPOCHS
+    assert frame_options("tsne", {"backend": "sklearn", "early_exaggeration_iter": 30}) == {
+        "backend": "sklearn", "early_exaggeration_iter": 30}              # scikit-learn: the full budget
     spread = float(np.linalg.norm(out[0].coords - out[0].coords.mean(0), axis=1).mean())
     assert float(np.linalg.norm(out[1].coords - out[0].coords, axis=1).mean()) < 0.5 * spread
 

@@ -10,11 +10,9 @@ from tests.conftest import REPO
 
 _FIT = """
 import numpy as np
-from pipeline.config import ReduceConfig
 from pipeline.reducers import embed
 x = np.random.default_rng(0).normal(size=(80, 6))
-cfg = ReduceConfig.model_validate({"umap": {"n_neighbors": 5, "n_epochs": 20}})
-print(embed(x, "umap", cfg, seed=0).coords[:2].tolist())
+print(embed(x, "umap", seed=0, n_neighbors=5, n_epochs=20).coords[:2].tolist())
 """
 
 
