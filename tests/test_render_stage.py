@@ -158,3 +158,30 @@ def test_render_mlp_without_embeddings(workspace: Path) -> None:
     assert not any(f.startswith(("scatter_", "progression_", "filters_", "feature_maps", "evolution_")) for f in files)
     metrics = json.loads((workspace / paths.RENDER_METRICS).read_text())
     assert set(metrics["redundant_filter_pairs"]) == {"fc1"}
+
+
+def test_numbers_come_before_drawing_and_jobs_draw_anywhere(staged_ws: Path) -> None:
+    """render.json is the planners' pure pass: known before any figure is drawn, the same however
+    many are drawn; every job pickles and draws its file on its own, as a worker process would."""
+    import pickle
+
+    from pipeline.figures import FigureJob, draw
+
+    write_synthetic_embedding(staged_ws, "pca", dims=2)
+    low_dpi(staged_ws)
+    params = load_params(staged_ws / "params.yaml")
+    plan = render.plan_figures(render.load_inputs(params.render), params.render)
+    assert {"redundant_filter_pairs", "max_filter_correlation", "accuracy", "outliers",
+            "class_separation"} <= set(plan.metrics)
+    names = [job.name for job in plan.jobs]
+    assert len(names) == len(set(names)) and all(isinstance(job, FigureJob) for job in plan.jobs)
+    job = pickle.loads(pickle.dumps(next(j for j in plan.jobs if j.name == "progression_pca.png")))
+    (staged_ws / "one").mkdir()
+    assert draw(job, staged_ws / "one", dpi=50) == "progression_pca.png"
+    assert (staged_ws / "one" / "progression_pca.png").read_bytes()[:8] == PNG
+    for other in plan.jobs:
+        pickle.dumps(other)
+    render.run(params)                                      # every figure drawn: the same numbers
+    written = json.loads((staged_ws / paths.RENDER_METRICS).read_text())
+    assert written == json.loads(json.dumps({**plan.metrics, "figures": len(plan.jobs)}))
+    assert sorted(p.name for p in (staged_ws / paths.FIGURES).iterdir()) == sorted(names)

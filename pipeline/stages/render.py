@@ -7,7 +7,13 @@ is missing is skipped with a warning, so the stage also works after reducing onl
 
 Writes ``plots/figures/*.png`` (+ ``evolution_*.gif``), ``plots/confusion.csv``
 (``actual,predicted`` class names, DVC's confusion template) and ``metrics/render.json``
-(numbers read off the figures: redundant filter pairs, class separation per layer, ...).
+(numbers the figures show: redundant filter pairs, class separation per layer, ...).
+
+Planning and drawing are separate: :func:`plan_figures` calls one planner per figure family
+(``plan_maps``, ``plan_weights``, ...), each a pure pass that computes its numbers and returns
+:class:`~pipeline.figures.FigureJob` s -- a file name, a module-level drawing function and its
+plain arguments -- so ``render.json`` never depends on which figures are drawn, and the jobs
+can be drawn in any order or process (:mod:`pipeline.figures`).
 
 Figure files, with ``<m>`` a method and ``<layer>`` a layer name:
 
@@ -43,17 +49,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from pipeline import artifacts, memory, paths
-from pipeline.config import METHODS, Params, RenderConfig, TrainConfig
+from pipeline.config import METHODS, Params, RenderConfig
 from pipeline.datasets import load_info, split_images
 from pipeline.errors import ConfigError, UserError
+from pipeline.figures import Plan, Rows, draw_all
 from pipeline.runtime import log, progress
 
-__all__ = ["run", "Inputs", "Job", "load_inputs", "plan_figures", "dense_layers", "choose_layer"]
+__all__ = ["run", "Inputs", "load_inputs", "plan_figures", "plan_maps", "plan_weights", "plan_feature_maps",
+           "plan_classifier", "plan_evolution", "plan_outliers", "plan_class_distances", "plan_dataset",
+           "plan_autoencoder", "dense_layers", "choose_layer"]
 
 _NOT_ACTIVATIONS = {"Linear", "Flatten", "Dropout", "Conv2d", "ConvTranspose2d", "input"}
 _WEIGHT_UNITS = 32                      # MLP first-layer weight images shown
@@ -87,23 +96,7 @@ class Inputs:
     methods: list[str] = field(default_factory=list)               # methods with an embedding folder
 
     def activations(self, layer: str) -> np.ndarray:
-        return _load_rows(paths.ACTIVATIONS / f"{layer}.npy", len(self.labels), "activations")
-
-
-@dataclass
-class Job:
-    """One output file: ``make()`` returns a Figure (PNG) or an Animation (GIF)."""
-
-    name: str
-    make: Callable[[], Any]
-
-
-def _load_rows(path: Path, n: int, what: str) -> np.ndarray:
-    array = artifacts.load_npy(path, ndim=2, mmap=True, what=what)
-    if len(array) != n:
-        raise UserError(f"{path}: {len(array)} rows but labels.npy has {n}; rerun the stage that wrote it "
-                        f"(`dvc repro`)")
-    return array
+        return Rows(paths.ACTIVATIONS / f"{layer}.npy", len(self.labels), "activations").load()
 
 
 def choose_layer(cfg: RenderConfig, index: dict[str, Any], layers: list[str]) -> str:
@@ -224,13 +217,13 @@ def _snapshot_layers(method: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
-def plan_figures(inp: Inputs, cfg: RenderConfig, metrics: dict[str, Any],
-                 train: TrainConfig | None = None) -> list[Job]:
-    """Every figure to draw, in a stable order; jobs record figure-derived numbers in ``metrics``.
-    ``train`` (params.yaml ``train``) gives the denoising noise of autoencoders."""
+def plan_figures(inp: Inputs, cfg: RenderConfig, *, noise: float = 0.0, noise_kind: str = "masking",
+                 seed: int = 0) -> Plan:
+    """Every figure to draw, in a stable order, and every number ``metrics/render.json`` reports,
+    computed before anything is drawn: one planner per figure family, each a pure pass over the
+    inputs. ``noise``, ``noise_kind``, ``seed`` (params.yaml ``train``) give an autoencoder's
+    denoising view."""
     from pipeline import plots
-    from pipeline.plots import classes as class_plots
-    from pipeline.plots.predictions import DenseCase, FeatureMaps
 
     n = len(inp.labels)
     if cfg.sample_index >= n:
@@ -238,89 +231,122 @@ def plan_figures(inp: Inputs, cfg: RenderConfig, metrics: dict[str, Any],
                           f"use 0..{n - 1}")
     colors = plots.class_colors(len(inp.classes))
     layer = choose_layer(cfg, inp.index, inp.layers)
-    jobs: list[Job] = []
-    add = lambda name, make: jobs.append(Job(name, make))   # noqa: E731
+    plan = Plan()
+    plan.extend(plan_maps(inp, colors))
+    plan.extend(plan_weights(inp, cfg.redundancy_threshold))
+    plan.extend(plan_feature_maps(inp, cfg.sample_index))
+    plan.extend(plan_classifier(inp, colors))
+    plan.extend(plan_evolution(inp, layer, colors))
+    plan.extend(plan_outliers(inp, layer, cfg.n_outliers, colors))
+    plan.extend(plan_class_distances(inp, layer))
+    plan.extend(plan_dataset(inp))
+    if inp.task == "reconstruct" and inp.model is not None:
+        plan.extend(plan_autoencoder(inp, colors, noise=noise, noise_kind=noise_kind, seed=seed))
+    return plan
 
-    # 1-2: maps per layer and method, and the layer-by-layer progression per method.
+
+def plan_maps(inp: Inputs, colors: np.ndarray) -> Plan:
+    """``scatter_<m>_<layer>.png`` per layer and method, ``progression_<m>.png`` per method."""
+    from pipeline import plots
+
+    plan, n = Plan(), len(inp.labels)
     for method in inp.methods:
         coord_paths, skipped, scores = _embedding(method)
         shown = [name for name in inp.layers if name in coord_paths or name in skipped]
         for name in shown:
             if name in coord_paths:
-                add(f"scatter_{method}_{name}.png", lambda m=method, l=name, p=coord_paths[name], s=scores.get(name):
-                    plots.scatter_embedding(_load_rows(p, n, "embedding"), inp.labels, inp.classes, method=m,
-                                            layer=l, scores=s, kind=inp.kinds.get(l), colors=colors))
+                plan.add(f"scatter_{method}_{name}.png", plots.scatter_embedding,
+                         Rows(coord_paths[name], n, "embedding"), inp.labels, inp.classes, method=method, layer=name,
+                         scores=scores.get(name), kind=inp.kinds.get(name), colors=colors)
         if shown:
-            def progression(m=method, shown=shown, coord_paths=coord_paths, skipped=skipped, scores=scores):
-                coords = {l: _load_rows(coord_paths[l], n, "embedding") for l in shown if l in coord_paths}
-                knn = {l: (scores.get(l) or {}).get("knn_accuracy") for l in shown}
-                return plots.progression_grid(shown, coords, inp.labels, inp.classes, method=m, knn=knn,
-                                              kinds=inp.kinds, skipped=skipped, colors=colors)
-            add(f"progression_{method}.png", progression)
+            coords = {name: Rows(coord_paths[name], n, "embedding") for name in shown if name in coord_paths}
+            knn = {name: (scores.get(name) or {}).get("knn_accuracy") for name in shown}
+            plan.add(f"progression_{method}.png", plots.progression_grid, shown, coords, inp.labels, inp.classes,
+                     method=method, knn=knn, kinds=inp.kinds, skipped=skipped, colors=colors)
         else:
             log(f"warning: render: {paths.embedding_dir(method)} holds no layer maps; skipping {method}")
+    return plan
 
-    # 3-4: weights of the first layers, redundant filters.
+
+def plan_weights(inp: Inputs, threshold: float) -> Plan:
+    """Filters of every conv layer (or the first dense layer's weight images) and the first
+    layer's redundant filters, with their counts (``redundant_filter_pairs``, ``max_filter_correlation``)."""
+    from pipeline import plots
+
+    plan = Plan()
     conv = [name for name, kind in inp.weight_kinds.items() if kind == "Conv2d"]
     dense = [name for name, kind in inp.weight_kinds.items() if kind == "Linear"]
     first = conv[0] if conv else (dense[0] if dense else None)
     for k, name in enumerate(conv):
-        w = inp.weights[name]
-        if k == 0:
-            add(f"filters_{name}.png", lambda w=w, l=name: plots.filter_montage(w, layer=l))
-        else:
-            add(f"filters_{name}.png", lambda w=w, l=name: plots.conv_weights_grid(w, layer=l))
+        plan.add(f"filters_{name}.png", plots.filter_montage if k == 0 else plots.conv_weights_grid,
+                 inp.weights[name], layer=name)
     if not conv and first is not None:
         w = inp.weights[first]
         is_output = first == inp.output_layer and len(w) == len(inp.classes)
-        add(f"weights_{first}.png", lambda w=w, l=first, o=is_output: plots.weight_images(
-            w, inp.input_shape, layer=l, unit_names=inp.classes if o else None, max_units=_WEIGHT_UNITS,
-            what="class" if o else "unit"))
+        plan.add(f"weights_{first}.png", plots.weight_images, w, inp.input_shape, layer=first,
+                 unit_names=inp.classes if is_output else None, max_units=_WEIGHT_UNITS,
+                 what="class" if is_output else "unit")
     if first is not None:
         w = inp.weights[first]
         corr = plots.filter_correlations(w)
-        pairs = plots.redundant_pairs(corr, cfg.redundancy_threshold)
+        pairs = plots.redundant_pairs(corr, threshold)
         off = np.abs(corr[np.triu_indices(len(corr), k=1)])
-        metrics["redundant_filter_pairs"] = {first: len(pairs)}
-        metrics["max_filter_correlation"] = {first: round(float(off.max()), 6) if off.size else None}
-        add(f"redundancy_{first}.png", lambda w=w, l=first: plots.redundancy_figure(
-            w, layer=l, threshold=cfg.redundancy_threshold))
+        plan.metrics["redundant_filter_pairs"] = {first: len(pairs)}
+        plan.metrics["max_filter_correlation"] = {first: round(float(off.max()), 6) if off.size else None}
+        plan.add(f"redundancy_{first}.png", plots.redundancy_figure, w, layer=first, threshold=threshold)
+    return plan
 
-    # 5: feature maps of one image.
+
+def plan_feature_maps(inp: Inputs, sample: int) -> Plan:
+    """``feature_maps.png``: every spatial layer's maps for test image ``sample``."""
+    from pipeline import plots
+    from pipeline.plots.predictions import FeatureMaps
+
+    plan = Plan()
     spatial = [name for name in inp.layers if name != "input" and len(inp.shapes[name]) == 3
                and min(inp.shapes[name][1:]) > 1]
     if spatial:
-        s = cfg.sample_index
+        maps = [FeatureMaps(name, inp.kinds.get(name, ""),
+                            np.asarray(inp.activations(name)[sample], dtype=np.float32).reshape(inp.shapes[name]))
+                for name in spatial]
+        plan.add("feature_maps.png", plots.feature_maps_figure, inp.images[sample], maps,
+                 caption=_caption(inp, sample))
+    return plan
 
-        def feature_maps():
-            maps = [FeatureMaps(name, inp.kinds.get(name, ""),
-                                np.asarray(inp.activations(name)[s], dtype=np.float32).reshape(inp.shapes[name]))
-                    for name in spatial]
-            return plots.feature_maps_figure(inp.images[s], maps, caption=_caption(inp, s))
-        add("feature_maps.png", feature_maps)
 
-    # 6, 8, 11: classifier views.
-    if inp.preds is not None:
-        cm = plots.confusion_matrix(inp.labels, inp.preds, len(inp.classes))
-        metrics["accuracy"] = round(float(np.trace(cm) / max(cm.sum(), 1)), 6)
-        add("confusion.png", lambda: plots.confusion_figure(cm, inp.classes, colors=colors))
-        denses = dense_layers(inp)
-        if inp.confidence is not None and denses:
-            def dense_figure():
-                picks = plots.pick_cases(inp.labels, inp.preds, inp.confidence)
-                titles = {"most_confident_correct": "most confident correct",
-                          "least_confident_wrong": "least confident wrong"}
-                cases = [DenseCase(f"{titles[key]}\n{_caption(inp, i, short=True)}", inp.images[i],
-                                   {name: np.asarray(inp.activations(name)[i]) for name in denses})
-                         for key, i in picks.items()]
-                return plots.dense_activations_figure(cases, denses, inp.classes, output_layer=inp.output_layer)
-            add("dense_activations.png", dense_figure)
-        out = inp.output_layer
-        if out in inp.weights and inp.weights[out].ndim == 2 and len(inp.weights[out]) == len(inp.classes):
-            add("class_embedding.png", lambda: plots.class_embedding_figure(inp.weights[out], inp.classes,
-                                                                            layer=out, colors=colors))
+def plan_classifier(inp: Inputs, colors: np.ndarray) -> Plan:
+    """Classifiers only: confusion matrix (``accuracy``), dense activations of the most confident
+    right and least confident wrong image, the output layer's class vectors."""
+    from pipeline import plots
+    from pipeline.plots.predictions import DenseCase
 
-    # 7: evolution of the chosen layer's map during training.
+    plan = Plan()
+    if inp.preds is None:
+        return plan
+    cm = plots.confusion_matrix(inp.labels, inp.preds, len(inp.classes))
+    plan.metrics["accuracy"] = round(float(np.trace(cm) / max(cm.sum(), 1)), 6)
+    plan.add("confusion.png", plots.confusion_figure, cm, inp.classes, colors=colors)
+    denses = dense_layers(inp)
+    if inp.confidence is not None and denses:
+        picks = plots.pick_cases(inp.labels, inp.preds, inp.confidence)
+        titles = {"most_confident_correct": "most confident correct", "least_confident_wrong": "least confident wrong"}
+        cases = [DenseCase(f"{titles[key]}\n{_caption(inp, i, short=True)}", inp.images[i],
+                           {name: np.asarray(inp.activations(name)[i]) for name in denses})
+                 for key, i in picks.items()]
+        plan.add("dense_activations.png", plots.dense_activations_figure, cases, denses, inp.classes,
+                 output_layer=inp.output_layer)
+    out = inp.output_layer
+    if out in inp.weights and inp.weights[out].ndim == 2 and len(inp.weights[out]) == len(inp.classes):
+        plan.add("class_embedding.png", plots.class_embedding_figure, inp.weights[out], inp.classes, layer=out,
+                 colors=colors)
+    return plan
+
+
+def plan_evolution(inp: Inputs, layer: str, colors: np.ndarray) -> Plan:
+    """``evolution_<m>_<layer>.png`` / ``.gif``: the chosen layer's map at every weight snapshot."""
+    from pipeline import plots
+
+    plan, n = Plan(), len(inp.labels)
     steps_meta = {int(e["step"]): e for e in inp.index.get("snapshots") or []}
     for method in inp.methods:
         available = _snapshot_layers(method)
@@ -335,62 +361,60 @@ def plan_figures(inp: Inputs, cfg: RenderConfig, metrics: dict[str, Any],
             if not frames:
                 continue
             steps = [step for step, _ in frames]
-            epochs = [steps_meta.get(step, {}).get("epoch") for step in steps]
-            accs = [_snapshot_accuracy(steps_meta.get(step), inp.labels) for step in steps]
-            load = lambda frames=frames: [_load_rows(p, n, "snapshot embedding") for _, p in frames]  # noqa: E731
-            add(f"evolution_{method}_{name}.png", lambda m=method, l=name, load=load, steps=steps, epochs=epochs,
-                accs=accs: plots.evolution_grid(load(), inp.labels, inp.classes, steps=steps, epochs=epochs,
-                                                accuracies=accs, method=m, layer=l, colors=colors))
-            add(f"evolution_{method}_{name}.gif", lambda m=method, l=name, load=load, steps=steps, epochs=epochs,
-                accs=accs: plots.evolution_animation(load(), inp.labels, inp.classes, steps=steps, epochs=epochs,
-                                                     accuracies=accs, method=m, layer=l, colors=colors))
-
-    # 9: outliers of the chosen layer.
-    def outliers():
-        rows = plots.class_outliers(inp.activations(layer), inp.labels, len(inp.classes), cfg.n_outliers)
-        if inp.preds is not None:
-            shown = np.concatenate([r.outliers for r in rows]) if rows else np.zeros(0, dtype=int)
-            wrong = inp.preds[shown] != inp.labels[shown]
-            metrics["outliers"] = {layer: {"shown": int(len(shown)),
-                                           "misclassified": round(float(wrong.mean()), 6) if len(shown) else None}}
-        return plots.outliers_figure(inp.images, rows, inp.classes, layer=layer, n_outliers=cfg.n_outliers,
-                                     preds=inp.preds, colors=colors)
-    add(f"outliers_{layer}.png", outliers)
-
-    # 10: class neighbours, every layer and the chosen one in detail.
-    separations: dict[str, np.ndarray] = {}
-
-    def separation(name: str) -> np.ndarray:
-        if name not in separations:
-            separations[name] = class_plots.class_separation(inp.activations(name), inp.labels, len(inp.classes))
-        return separations[name]
-
-    def distance_grid():
-        matrices = {name: separation(name) for name in inp.layers}
-        metrics["class_separation"] = {
-            name: round(float(np.nanmean(np.where(np.eye(len(m), dtype=bool), np.nan, m))), 6)
-            for name, m in matrices.items()}
-        return plots.class_distance_grid(inp.layers, matrices, inp.classes)
-    add("class_distances.png", distance_grid)
-    add(f"class_distances_{layer}.png", lambda: plots.class_distance_figure(separation(layer), inp.classes,
-                                                                             layer=layer))
-
-    # 12: the data itself.
-    add("dataset_mean_std.png", lambda: _dataset_mean_std(inp.info))
-
-    # 13: autoencoders.
-    if inp.task == "reconstruct" and inp.model is not None:
-        jobs += _autoencoder_jobs(inp, train or TrainConfig(), metrics, colors)
-    return jobs
+            common = dict(steps=steps, epochs=[steps_meta.get(step, {}).get("epoch") for step in steps],
+                          accuracies=[_snapshot_accuracy(steps_meta.get(step), inp.labels) for step in steps],
+                          method=method, layer=name, colors=colors)
+            coords = [Rows(p, n, "snapshot embedding") for _, p in frames]
+            plan.add(f"evolution_{method}_{name}.png", plots.evolution_grid, coords, inp.labels, inp.classes, **common)
+            plan.add(f"evolution_{method}_{name}.gif", plots.evolution_animation, coords, inp.labels, inp.classes,
+                     **common)
+    return plan
 
 
-def _dataset_mean_std(info: dict[str, Any]):
+def plan_outliers(inp: Inputs, layer: str, n_outliers: int, colors: np.ndarray) -> Plan:
+    """``outliers_<layer>.png``: per class the typical image and the farthest from the centroid;
+    for classifiers the share of those that are misclassified (``outliers``)."""
+    from pipeline import plots
+
+    plan = Plan()
+    rows = plots.class_outliers(inp.activations(layer), inp.labels, len(inp.classes), n_outliers)
+    if inp.preds is not None:
+        shown = np.concatenate([r.outliers for r in rows]) if rows else np.zeros(0, dtype=int)
+        wrong = inp.preds[shown] != inp.labels[shown]
+        plan.metrics["outliers"] = {layer: {"shown": int(len(shown)),
+                                            "misclassified": round(float(wrong.mean()), 6) if len(shown) else None}}
+    plan.add(f"outliers_{layer}.png", plots.outliers_figure, inp.images, rows, inp.classes, layer=layer,
+             n_outliers=n_outliers, preds=inp.preds, colors=colors)
+    return plan
+
+
+def plan_class_distances(inp: Inputs, layer: str) -> Plan:
+    """Class neighbours in every layer (``class_distances.png``, mean off-diagonal separation per
+    layer as ``class_separation``) and in the chosen layer (``class_distances_<layer>.png``)."""
+    from pipeline import plots
+
+    plan = Plan()
+    matrices = {name: plots.class_separation(inp.activations(name), inp.labels, len(inp.classes))
+                for name in inp.layers}
+    plan.metrics["class_separation"] = {
+        name: round(float(np.nanmean(np.where(np.eye(len(m), dtype=bool), np.nan, m))), 6)
+        for name, m in matrices.items()}
+    plan.add("class_distances.png", plots.class_distance_grid, inp.layers, matrices, inp.classes)
+    plan.add(f"class_distances_{layer}.png", plots.class_distance_figure, matrices[layer], inp.classes, layer=layer)
+    return plan
+
+
+def plan_dataset(inp: Inputs) -> Plan:
+    """``dataset_mean_std.png``: per-pixel mean and standard deviation of the training images."""
     from pipeline.plots.autoencoders import mean_std_figure, pixel_stats
 
+    plan = Plan()
     train = artifacts.load_npy(paths.PREPARED / "train_images.npy", dtype=np.uint8, ndim=4, mmap=True,
                                what="training images")
     mean, std = pixel_stats(train)
-    return mean_std_figure(mean, std, dataset=str(info.get("dataset", "dataset")), n_images=len(train))
+    plan.add("dataset_mean_std.png", mean_std_figure, mean, std, dataset=str(inp.info.get("dataset", "dataset")),
+             n_images=len(train))
+    return plan
 
 
 def _snapshot_index() -> list[dict[str, Any]]:
@@ -401,129 +425,91 @@ def _snapshot_index() -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: int(r["step"]))
 
 
-def _autoencoder_jobs(inp: Inputs, train: TrainConfig, metrics: dict[str, Any], colors: np.ndarray) -> list[Job]:
-    """Reconstructions (and denoising), their progress over the snapshots, and for a 2-D code
-    the code itself and the decoded manifold."""
+def plan_autoencoder(inp: Inputs, colors: np.ndarray, *, noise: float, noise_kind: str, seed: int) -> Plan:
+    """Reconstructions (``reconstruction``), denoising with the training noise (``denoising``),
+    reconstructions by every weight snapshot (``snapshot_mse_pixels``), and for a 2-D code the
+    code itself and the decoded manifold."""
     from pipeline.models import load_model, load_weights_into
     from pipeline.models.autoencoders import decode_grid, denoise, reconstruct
     from pipeline.plots import autoencoders as ae_plots
-    from pipeline.runtime import normalizer
+    from pipeline.runtime import normalized_batches, normalizer
 
+    plan = Plan()
     model, meta = inp.model, inp.model_meta
     mean, std = meta.get("mean") or inp.info["mean"], meta.get("std") or inp.info["std"]
     normalize = normalizer(mean, std, "cpu")
     k = len(inp.classes)
     labels = inp.labels
     shown = ae_plots.pick_per_class(labels, k, 3 if k <= 10 else 1)
-    jobs: list[Job] = []
-    add = lambda name, make: jobs.append(Job(name, make))   # noqa: E731
-    cache: dict[str, Any] = {}
+    clean = inp.pixels.astype(np.float32) / 255.0                               # (n, C, H, W) in [0, 1]
 
-    def recon_all() -> np.ndarray:
-        if "recon" not in cache:
-            cache["recon"] = reconstruct(model, inp.pixels, normalize)           # (n, C, H, W) in [0, 1]
-        return cache["recon"]
+    recon = reconstruct(model, inp.pixels, normalize)                           # (n, C, H, W) in [0, 1]
+    mse_all = ae_plots.pixel_mse(recon, clean)
+    mse_shown = ae_plots.pixel_mse(recon[shown], clean[shown])
+    plan.metrics["reconstruction"] = {"mse_pixels": round(mse_all, 6), "n": int(len(labels))}
+    plan.add("reconstructions.png", ae_plots.reconstruction_figure,
+             [("input", inp.images[shown]), ("reconstruction", ae_plots.to_display(recon[shown]))],
+             labels[shown], inp.classes,
+             title=f"{meta.get('arch', 'autoencoder')}: test images (upper) and their reconstructions "
+                   f"(lower)\nMSE {mse_all:.4f} over {len(labels)} test images ({mse_shown:.4f} on those shown), "
+                   f"[0, 1] pixel units")
 
-    def clean() -> np.ndarray:
-        return inp.pixels.astype(np.float32) / 255.0
-
-    def reconstructions():
-        recon = recon_all()
-        mse_all = ae_plots.pixel_mse(recon, clean())
-        mse_shown = ae_plots.pixel_mse(recon[shown], clean()[shown])
-        metrics["reconstruction"] = {"mse_pixels": round(mse_all, 6), "n": int(len(labels))}
-        rows = [("input", inp.images[shown]), ("reconstruction", ae_plots.to_display(recon[shown]))]
-        return ae_plots.reconstruction_figure(
-            rows, labels[shown], inp.classes,
-            title=f"{inp.model_meta.get('arch', 'autoencoder')}: test images (upper) and their reconstructions "
-                  f"(lower)\nMSE {mse_all:.4f} over {len(labels)} test images ({mse_shown:.4f} on those shown), "
-                  f"[0, 1] pixel units")
-    add("reconstructions.png", reconstructions)
-
-    if train.noise > 0:
-        def denoising():
-            noisy, denoised = denoise(model, inp.pixels, mean=mean, std=std, noise=train.noise,
-                                      noise_kind=train.noise_kind, seed=train.seed)
-            c = clean()
-            mse_noisy, mse_out = ae_plots.pixel_mse(noisy, c), ae_plots.pixel_mse(denoised, c)
-            metrics["denoising"] = {"noise": train.noise, "noise_kind": train.noise_kind,
-                                    "noisy_mse_pixels": round(mse_noisy, 6),
-                                    "denoised_mse_pixels": round(mse_out, 6), "n": int(len(labels))}
-            rows = [("clean", inp.images[shown]), ("noisy input", ae_plots.to_display(noisy[shown])),
-                    ("denoised output", ae_plots.to_display(denoised[shown]))]
-            what = f"{train.noise:g} of the pixels masked" if train.noise_kind == "masking" else \
-                f"Gaussian noise, std {train.noise:g} (normalised units)"
-            return ae_plots.reconstruction_figure(
-                rows, labels[shown], inp.classes,
-                title=f"Denoising ({what}, as in training, seed {train.seed})\nMSE to the clean image over "
-                      f"{len(labels)} test images: noisy input {mse_noisy:.4f}, denoised output {mse_out:.4f} "
-                      f"([0, 1] pixel units)")
-        add("denoising.png", denoising)
+    if noise > 0:
+        noisy, denoised = denoise(model, inp.pixels, mean=mean, std=std, noise=noise, noise_kind=noise_kind,
+                                  seed=seed)
+        mse_noisy, mse_out = ae_plots.pixel_mse(noisy, clean), ae_plots.pixel_mse(denoised, clean)
+        plan.metrics["denoising"] = {"noise": noise, "noise_kind": noise_kind,
+                                     "noisy_mse_pixels": round(mse_noisy, 6),
+                                     "denoised_mse_pixels": round(mse_out, 6), "n": int(len(labels))}
+        what = f"{noise:g} of the pixels masked" if noise_kind == "masking" else \
+            f"Gaussian noise, std {noise:g} (normalised units)"
+        plan.add("denoising.png", ae_plots.reconstruction_figure,
+                 [("clean", inp.images[shown]), ("noisy input", ae_plots.to_display(noisy[shown])),
+                  ("denoised output", ae_plots.to_display(denoised[shown]))],
+                 labels[shown], inp.classes,
+                 title=f"Denoising ({what}, as in training, seed {seed})\nMSE to the clean image over "
+                       f"{len(labels)} test images: noisy input {mse_noisy:.4f}, denoised output {mse_out:.4f} "
+                       f"([0, 1] pixel units)")
 
     snapshots = _snapshot_index()
     if snapshots:
         one = ae_plots.pick_per_class(labels, k, 1)
         measured = np.unique(np.round(np.linspace(0, len(labels) - 1, min(len(labels), _SNAPSHOT_MSE_IMAGES)))
                              .astype(np.int64))
-
-        def frames() -> dict[str, Any]:
-            if "frames" not in cache:
-                snap_model, _ = load_model(paths.MODEL)
-                images, mses = [], []
-                target = clean()[measured]
-                for row in progress(snapshots, desc="render: snapshot reconstructions", unit="snapshot"):
-                    load_weights_into(snap_model, paths.MODEL / "snapshots" / row["file"])
-                    recon = reconstruct(snap_model, inp.pixels[measured], normalize)
-                    mses.append(ae_plots.pixel_mse(recon, target))
-                    images.append(ae_plots.to_display(reconstruct(snap_model, inp.pixels[one], normalize)))
-                cache["frames"] = {"images": images, "mses": mses,
-                                   "steps": [int(r["step"]) for r in snapshots],
-                                   "epochs": [r.get("epoch") for r in snapshots]}
-                metrics["snapshot_mse_pixels"] = [{"step": s, "mse_pixels": round(m, 6)}
-                                                  for s, m in zip(cache["frames"]["steps"], mses)]
-            return cache["frames"]
-
-        def progress_png():
-            f = frames()
-            return ae_plots.progress_figure(inp.images[one], f["images"], labels[one], inp.classes, steps=f["steps"],
-                                            epochs=f["epochs"], mses=f["mses"], mse_images=len(measured))
-
-        def progress_gif():
-            f = frames()
-            return ae_plots.progress_animation(inp.images[one], f["images"], labels[one], inp.classes,
-                                               steps=f["steps"], epochs=f["epochs"], mses=f["mses"],
-                                               mse_images=len(measured))
-        add("reconstruction_progress.png", progress_png)
-        add("reconstruction_progress.gif", progress_gif)
+        snap_model, _ = load_model(paths.MODEL)
+        images, mses = [], []
+        target = clean[measured]
+        for row in progress(snapshots, desc="render: snapshot reconstructions", unit="snapshot"):
+            load_weights_into(snap_model, paths.MODEL / "snapshots" / row["file"])
+            mses.append(ae_plots.pixel_mse(reconstruct(snap_model, inp.pixels[measured], normalize), target))
+            images.append(ae_plots.to_display(reconstruct(snap_model, inp.pixels[one], normalize)))
+        steps = [int(r["step"]) for r in snapshots]
+        plan.metrics["snapshot_mse_pixels"] = [{"step": s, "mse_pixels": round(m, 6)} for s, m in zip(steps, mses)]
+        common = dict(steps=steps, epochs=[r.get("epoch") for r in snapshots], mses=mses, mse_images=len(measured))
+        plan.add("reconstruction_progress.png", ae_plots.progress_figure, inp.images[one], images, labels[one],
+                 inp.classes, **common)
+        plan.add("reconstruction_progress.gif", ae_plots.progress_animation, inp.images[one], images, labels[one],
+                 inp.classes, **common)
     else:
         log("render: no weight snapshots in data/model/snapshots (train.snapshot_every = 0); "
             "skipping the reconstruction progress figures")
 
     if getattr(model, "latent_dim", None) == 2:
-        def latent() -> np.ndarray:
-            if "latent" not in cache:
-                if "latent" in inp.layers:
-                    cache["latent"] = np.asarray(inp.activations("latent"), dtype=np.float64)
-                else:
-                    import torch
+        if "latent" in inp.layers:
+            latent = np.asarray(inp.activations("latent"), dtype=np.float64)
+        else:
+            import torch
 
-                    with torch.inference_mode():
-                        cache["latent"] = np.concatenate([
-                            model.encode(normalize(torch.from_numpy(np.ascontiguousarray(inp.pixels[s:s + 256]))))[0]
-                            .numpy() for s in range(0, len(inp.pixels), 256)]).astype(np.float64)
-            return cache["latent"]
-
+            with torch.inference_mode():
+                latent = np.concatenate([model.encode(x)[0].numpy()
+                                         for _, x in normalized_batches(inp.pixels, normalize, 256)]).astype(np.float64)
         variational = bool(getattr(model, "variational", False))
-        add("latent.png", lambda: ae_plots.latent_figure(latent(), labels, inp.classes, variational=variational,
-                                                         colors=colors))
-
-        def manifold():
-            grid = decode_grid(model, normalize, n=_MANIFOLD_SIDE, latents=latent())
-            return ae_plots.manifold_figure(grid["images"], grid["xs"], grid["ys"], dims=grid["dims"],
-                                            latents=latent(), labels=labels, classes=inp.classes,
-                                            variational=variational, colors=colors)
-        add("manifold.png", manifold)
-    return jobs
+        plan.add("latent.png", ae_plots.latent_figure, latent, labels, inp.classes, variational=variational,
+                 colors=colors)
+        grid = decode_grid(model, normalize, n=_MANIFOLD_SIDE, latents=latent)
+        plan.add("manifold.png", ae_plots.manifold_figure, grid["images"], grid["xs"], grid["ys"], dims=grid["dims"],
+                 latents=latent, labels=labels, classes=inp.classes, variational=variational, colors=colors)
+    return plan
 
 
 def _snapshot_accuracy(entry: dict[str, Any] | None, labels: np.ndarray) -> float | None:
@@ -555,15 +541,10 @@ def run(params: Params) -> dict[str, Any]:
     figures = paths.FIGURES
     with artifacts.stage_outputs(figures, paths.CONFUSION, paths.RENDER_METRICS):
         inp = load_inputs(cfg)
-        metrics: dict[str, Any] = {}
-        jobs = plan_figures(inp, cfg, metrics, params.train)
-        log(f"render: {len(jobs)} figures ({', '.join(inp.methods) or 'no'} maps) -> {figures}")
-        for job in progress(jobs, desc="render", unit="figure"):
-            made = job.make()
-            if job.name.endswith(".gif"):
-                artifacts.save_animation(figures / job.name, made, dpi=min(cfg.dpi, 80))
-            else:
-                artifacts.save_figure(figures / job.name, made, dpi=cfg.dpi)
+        plan = plan_figures(inp, cfg, noise=params.train.noise, noise_kind=params.train.noise_kind,
+                            seed=params.train.seed)
+        log(f"render: {len(plan.jobs)} figures ({', '.join(inp.methods) or 'no'} maps) -> {figures}")
+        draw_all(plan.jobs, figures, cfg.dpi, bar=lambda jobs: progress(jobs, desc="render", unit="figure"))
         names = np.asarray(inp.classes, dtype=object)
         if inp.preds is not None:
             columns = {"actual": names[inp.labels].astype(str), "predicted": names[inp.preds].astype(str)}
@@ -571,8 +552,8 @@ def run(params: Params) -> dict[str, Any]:
             log("render: the model is not a classifier; plots/confusion.csv has no rows")
             columns = {"actual": np.zeros(0, dtype=str), "predicted": np.zeros(0, dtype=str)}
         artifacts.save_csv(paths.CONFUSION, columns)
-        metrics["figures"] = len(jobs)
+        metrics = {**plan.metrics, "figures": len(plan.jobs)}
         artifacts.save_json(paths.RENDER_METRICS, metrics)
     seconds = time.perf_counter() - started
-    log(f"render: wrote {len(jobs)} figures in {seconds:.1f} s")
-    return {**metrics, "seconds": round(seconds, 2), "files": [job.name for job in jobs]}
+    log(f"render: wrote {len(plan.jobs)} figures in {seconds:.1f} s")
+    return {**metrics, "seconds": round(seconds, 2), "files": [job.name for job in plan.jobs]}
