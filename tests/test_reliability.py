@@ -544,6 +544,31 @@ def test_lenet_honours_an_empty_hidden_list():
     assert dense(None) == [120, 84, 10] and dense([]) == [10] and dense([32]) == [32, 10]
 
 
+def test_knobs_an_arch_ignores_are_listed_and_noted_in_the_metrics(staged_ws: Path, capsys):
+    import torch
+
+    from pipeline.config import ModelConfig
+    from pipeline.models import ignored_knobs
+
+    assert ignored_knobs(ModelConfig(arch="mlp", filters=8, pool="avg"), (1, 28, 28), 10) == [
+        "model.filters = 8", "model.pool = avg"]
+    assert ignored_knobs(ModelConfig(arch="lenet"), (1, 28, 28), 10) == []
+    assert ignored_knobs(ModelConfig(arch="cnn", filters=8, pool="avg"), (1, 28, 28), 10) == []
+    torch.manual_seed(0)
+    ignored_knobs(ModelConfig(arch="cnn"), (1, 28, 28), 10)
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), after)                    # the trial build leaves the seed's stream alone
+    set_params(staged_ws, {"model": {"arch": "mlp", "filters": 8}, "train": {"epochs": 1}})
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 0, err
+    assert "warning: model.filters = 8: ignored by arch mlp (noted in metrics/train/metrics.json)" in err
+    assert json.loads((paths.TRAIN_METRICS / "metrics.json").read_text())["notes"] == \
+        "model.filters = 8: ignored by arch mlp"
+
+
 # One rule for exit codes (pipeline/errors.py): 2 when params or the command line are wrong, 1 when
 # files, data or the machine are. A UserError (exit 1) whose message is about a params value breaks
 # it, unless the problem is really a file or the machine (listed here with the reason).
@@ -1202,6 +1227,7 @@ CASES: dict[str, tuple[str, str, bool | None, bool | None]] = {
     f"{_R}::test_a_file_where_the_metrics_folder_should_be": ("missing inputs", "error", True, None),
     # exit codes, strict types, cosmetics
     f"{_R}::test_lenet_honours_an_empty_hidden_list": ("params", "handled", None, None),
+    f"{_R}::test_knobs_an_arch_ignores_are_listed_and_noted_in_the_metrics": ("params", "handled", None, None),
     f"{_R}::test_exit_code_rule_holds_in_the_code": ("params", "handled", None, None),
     f"{_R}::test_reduce_with_an_unknown_method_is_a_usage_error": ("params", "error", None, None),
     f"{_R}::test_error_under_a_progress_bar_starts_its_own_line": ("data", "error", True, True),

@@ -19,8 +19,8 @@ from pipeline.config import TORCHVISION_PREFIX, ModelConfig
 from pipeline.errors import ConfigError, UserError
 from pipeline.models.common import Classifier, Network, eval_mode
 
-__all__ = ["build_model", "describe_layers", "select_layers", "model_meta", "save_model", "load_model", "load_meta",
-           "load_weights_into",
+__all__ = ["build_model", "ignored_knobs", "describe_layers", "select_layers", "model_meta", "save_model", "load_model",
+           "load_meta", "load_weights_into",
            "check_weights_config", "Network", "Classifier", "WEIGHTS_FILE", "CONFIG_FILE"]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -54,6 +54,30 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: 
         raise ConfigError(f"model.arch = {cfg.arch} is not available in this build; "
                         f"choose one of {', '.join(builders)}")
     return builders[cfg.arch](cfg, tuple(int(s) for s in input_shape), int(n_classes))
+
+
+# model.* keys that are not architecture knobs (where the weights or the factory come from)
+_NOT_KNOBS = {"arch", "weights", "factory"}
+
+
+def ignored_knobs(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: int) -> list[str]:
+    """``model.<key> = <value>`` for every knob set away from its default that building ``cfg.arch``
+    never reads (``model.filters`` for an MLP, ``model.pool`` for LeNet): found by building the
+    model once with a config that records what the builder reads, so the list cannot go stale."""
+    read: set[str] = set()
+
+    class _Recording:
+        def __getattr__(self, name: str) -> Any:
+            read.add(name)
+            return getattr(cfg, name)
+
+    with torch.random.fork_rng(devices=[]):                  # the real build's initial weights stay as they were
+        build_model(_Recording(), input_shape, n_classes)    # type: ignore[arg-type]
+    if "model_dump" in read:                                 # a builder that reads everything at once
+        return []
+    defaults = type(cfg)()
+    return [f"model.{key} = {getattr(cfg, key)}" for key in type(cfg).model_fields
+            if key not in _NOT_KNOBS and key not in read and getattr(cfg, key) != getattr(defaults, key)]
 
 
 def select_layers(model: Network, which: str | Sequence[str] | None = "auto",

@@ -25,7 +25,7 @@ from pipeline import artifacts, paths
 from pipeline.config import Params
 from pipeline.datasets import load_prepared
 from pipeline.errors import ConfigError
-from pipeline.models import build_model, check_weights_config, load_weights_into, model_meta, save_model
+from pipeline.models import build_model, check_weights_config, ignored_knobs, load_weights_into, model_meta, save_model
 from pipeline.models.common import Network
 from pipeline.runtime import log, normalizer, resolve_device, seed_everything
 from pipeline.training import check_compile, filter_grid, fit, per_class_accuracy, predict_logits
@@ -85,6 +85,10 @@ def run(params: Params) -> dict[str, Any]:
         device = resolve_device(cfg.device)
         shape = tuple(data.info["shape"])
         model = build_model(params.model, shape, len(data.classes))
+        ignored = ignored_knobs(params.model, shape, len(data.classes))
+        if ignored:
+            log(f"warning: {', '.join(ignored)}: ignored by arch {params.model.arch} (noted in "
+                f"{paths.TRAIN_METRICS / 'metrics.json'})")
         if params.model.weights:
             check_weights_config(params.model.weights, params.model)
             load_weights_into(model, params.model.weights)
@@ -142,6 +146,8 @@ def run(params: Params) -> dict[str, Any]:
                 live.summary["accuracy"] = None
             live.summary["task"] = model.task
             live.summary["params"] = meta["params"]
+            if ignored:
+                live.summary["notes"] = f"{', '.join(ignored)}: ignored by arch {params.model.arch}"
         finally:
             tb.close()
         live.end()
