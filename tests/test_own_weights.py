@@ -29,7 +29,7 @@ def _own_weights(ws: Path, with_config: bool = False) -> Path:
     return dest
 
 
-def _train_error(capsys: pytest.CaptureFixture) -> str:
+def _train_error(capsys: pytest.CaptureFixture, code: int = 1) -> str:
     """Run ``python -m pipeline train`` in-process (cwd: the workspace) and return its one error line."""
     from pipeline import cli
 
@@ -37,8 +37,8 @@ def _train_error(capsys: pytest.CaptureFixture) -> str:
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         cli.main(["train"])
-    assert exc.value.code == 1
     err = capsys.readouterr().err
+    assert exc.value.code == code, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in err, err
     return errors[0]
@@ -87,7 +87,7 @@ def test_pickled_or_missing_weights_are_refused(staged_ws: Path, capsys):
     write_params(staged_ws, {"model": {"weights": "nowhere.safetensors"}, "train": {"epochs": 0}})
     assert "nowhere.safetensors" in _train_error(capsys)
     write_params(staged_ws, {"train": {"epochs": 0}})
-    assert "model.weights" in _train_error(capsys)
+    assert "model.weights" in _train_error(capsys, code=2)             # params contradict each other: exit 2
 
 
 def test_config_beside_the_weights_must_agree(staged_ws: Path, capsys):
