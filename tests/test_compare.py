@@ -229,8 +229,9 @@ def test_maps_side_by_side_same_colours_and_titles() -> None:
 def test_outside_a_dvc_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     proc = run_cli("compare", "HEAD", "main", cwd=tmp_path, check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().startswith("error: ") and "not inside a DVC project" in proc.stderr
+    assert proc.returncode == 2                                  # started in the wrong place: a usage error
+    assert proc.stderr.strip().startswith("error: no params.yaml or dvc.yaml in ") and "or any folder above it" \
+        in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "plots").exists()
 
