@@ -79,7 +79,8 @@ class ExplorerRun:
     test_accuracy: float | None = None
 
     def take(self, rows: np.ndarray) -> "ExplorerRun":
-        """The same run on a subset (or reordering) of the rows; test accuracy recomputed by the caller."""
+        """The same run on a subset (or reordering) of the rows (``test_accuracy`` and the scores still
+        describe all the run's images)."""
         pick = lambda a: None if a is None else np.asarray(a)[rows]            # noqa: E731
         return ExplorerRun(
             label=self.label, layers=list(self.layers),
