@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,12 +56,26 @@ def write_params(directory: Path, overrides: dict | None = None, base: dict | No
     return path
 
 
+# Signals a test sends to a child process. How pytest was started must not change how the child
+# reacts: a background job of a non-interactive shell (`pytest &` in a script, some CI runners)
+# ignores SIGINT, nohup ignores SIGHUP, and a launcher may block signals; children inherit both the
+# ignored dispositions and the blocked mask across exec.
+CHILD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def default_signals() -> None:
+    """``preexec_fn`` for a child that must react to signals as if started from a terminal."""
+    for signum in CHILD_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
+
+
 def run_cli(*args: str, cwd: Path, check: bool = True, env: dict | None = None,
             timeout: float = 900) -> subprocess.CompletedProcess:
     """Run ``python -m pipeline ARGS`` in ``cwd`` as a user would; returns the finished process."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True,
-                          text=True, env=full_env, timeout=timeout)
+                          text=True, env=full_env, timeout=timeout, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
@@ -74,13 +89,28 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary folder for this run that every pytest-xdist worker sees (pytest's own otherwise)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def pipeline_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """fetch -> train -> extract on tiny data, once per session (do not modify; use staged_ws)."""
-    ws = tmp_path_factory.mktemp("pipeline_ws")
-    write_params(ws)
-    for stage in ("fetch", "train", "extract"):
-        run_cli(stage, cwd=ws)
+    """fetch -> train -> extract on tiny data, once per run, shared by the xdist workers under a
+    file lock (do not modify; use staged_ws)."""
+    from filelock import FileLock
+
+    root = shared_tmp(tmp_path_factory)
+    ws, done = root / "pipeline_ws", root / "pipeline_ws.done"
+    with FileLock(str(root / "pipeline_ws.lock")):
+        if not done.exists():
+            shutil.rmtree(ws, ignore_errors=True)            # a worker that failed half-way
+            ws.mkdir()
+            write_params(ws)
+            for stage in ("fetch", "train", "extract"):
+                run_cli(stage, cwd=ws)
+            done.touch()
     return ws
 
 
@@ -93,9 +123,84 @@ def staged_ws(pipeline_ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     return ws
 
 
+# --------------------------------------------------------------------------------------------
+# One real git + DVC repository per session for the integration tests that run DVC commands
+# (tests/dvc_repo.py): the whole tiny pipeline reproduced and committed once. A test asks for
+# ``dvc_repo``: the shared repository, reset to the committed run before the test. Under
+# pytest-xdist every test using it runs on one worker (``pytest_collection_modifyitems``), so it
+# is built once per run.
+
+DVC_REPO_FIXTURES = {"dvc_repo", "dvc_repo_session", "filters8_exp"}
+
+
+@pytest.fixture(scope="session")
+def dvc_repo_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared repository as built (do not use directly in a test; use ``dvc_repo``)."""
+    from tests.dvc_repo import build_pipeline_repo
+
+    return build_pipeline_repo(tmp_path_factory.mktemp("dvc_repo"))
+
+
+@pytest.fixture
+def dvc_repo(dvc_repo_session: Path) -> Path:
+    """The shared tiny DVC repository, reset to its committed run (a test may change anything)."""
+    from tests.dvc_repo import reset
+
+    reset(dvc_repo_session)
+    return dvc_repo_session
+
+
+@pytest.fixture(scope="session")
+def filters8_exp(dvc_repo_session: Path) -> dict[str, Any]:
+    """`dvc exp run --name filters8 -S model.filters=8` in the shared repository, once: its name,
+    the stages it ran and `dvc metrics diff` against the committed run."""
+    import json
+
+    from tests.dvc_repo import dvc, exp_run, reset
+
+    reset(dvc_repo_session)
+    ran = exp_run(dvc_repo_session, "filters8", "model.filters=8")
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=dvc_repo_session).stdout)
+    reset(dvc_repo_session)
+    return {"name": "filters8", "ran": ran, "diff": diff}
+
+
+@pytest.hookimpl(tryfirst=True)                 # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n 2 --dist loadgroup`, keep a shared fixture on one worker: the tests of the
+    shared DVC repository together, and the tests of a module-scoped fixture together (otherwise
+    each worker would build it)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if DVC_REPO_FIXTURES & names:
+            item.add_marker(pytest.mark.xdist_group("dvc_repo"))
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs if info is not None else {}
+        if any(d[-1].scope == "module" for name, d in defs.items() if d and name in names):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
+
+
+# --------------------------------------------------------------------------------------------
+# The `slow` marker follows cost: after a run, list the tests not marked slow whose own run (the
+# call, not shared fixtures) took longer than SLOW_SECONDS. A report, never a failure: timings
+# on a busy machine are noise; mark a test that shows up here on a quiet one.
+
+SLOW_SECONDS = 5.0
+_unmarked_slow: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.duration > SLOW_SECONDS and "slow" not in report.keywords:
+        _unmarked_slow.append((report.duration, report.nodeid))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
-    """List the screenshots the browser tests saved (test artefacts)."""
-    if _BROWSER_ARTIFACTS:
+    if _BROWSER_ARTIFACTS:                          # the screenshots the browser tests saved (test artefacts)
         terminalreporter.write_sep("-", "browser screenshots")
         for path in _BROWSER_ARTIFACTS:
             terminalreporter.write_line(str(path))
+    if _unmarked_slow:
+        terminalreporter.write_sep("-", f"not marked slow, over {SLOW_SECONDS:.0f} s (call only)")
+        for seconds, nodeid in sorted(_unmarked_slow, reverse=True):
+            terminalreporter.write_line(f"{seconds:6.1f}s {nodeid}")

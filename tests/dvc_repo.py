@@ -23,11 +23,14 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
             "HIDDEN_SPACES_QUIET": "1", "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1",
             "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+            # the user's ~/.gitconfig (commit.gpgsign, hooks, init templates) must not change the tests
+            "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -70,3 +73,36 @@ def stages_ran(output: str) -> set[str]:
         if line.startswith("Running stage '"):
             ran.add(line.split("'")[1])
     return ran
+
+
+def dvc_stage_names(root: Path = REPO) -> set[str]:
+    """Every stage of ``root``'s dvc.yaml, foreach stages expanded (reduce@pca, ...)."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    return {f"{name}@{item}" for name, body in stages.items() for item in body.get("foreach", [])} | \
+        {name for name, body in stages.items() if "foreach" not in body}
+
+
+def build_pipeline_repo(dest: Path) -> Path:
+    """``make_repo`` + `dvc repro` of the whole pipeline, committed ("tiny run"): the session's
+    shared repository (conftest's ``dvc_repo_session``); checks that every stage ran."""
+    root = make_repo(dest)
+    out = dvc("repro", cwd=root).stdout
+    assert stages_ran(out) == dvc_stage_names(root), out
+    git("add", "-A", cwd=root)
+    git("commit", "-q", "-m", "tiny run", cwd=root)
+    return root
+
+
+def reset(root: Path) -> None:
+    """Back to the committed run: params, dvc.lock, metrics and plots from git, files a test added
+    removed (data/weights included), DVC outputs checked out from the cache."""
+    git("reset", "-q", "--hard", "HEAD", cwd=root)
+    git("clean", "-fdq", cwd=root)
+    run(["git", "clean", "-fdxq", "--", "data/weights"], cwd=root)
+    dvc("checkout", "--force", cwd=root)
+
+
+def exp_run(root: Path, name: str, *sets: str, targets: tuple[str, ...] = ()) -> set[str]:
+    """`dvc exp run [targets] --name NAME -S ...`; returns the stages that ran."""
+    args = [a for s in sets for a in ("-S", s)]
+    return stages_ran(dvc("exp", "run", *targets, "--name", name, *args, cwd=root).stdout)

@@ -1,9 +1,9 @@
-"""Autoencoders: shapes, tied weights, denoising targets, KL, determinism, render helpers, pipeline."""
+"""Autoencoders: shapes, tied weights, denoising targets, KL, determinism, render helpers.
+
+Through the pipeline (fetch, train, extract, render): test_render_autoencoders.py."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
@@ -19,7 +19,6 @@ from pipeline.models.autoencoders import (AutoEncoder, TiedConvTranspose2d, Tied
 from pipeline.runtime import normalizer
 from pipeline.activations import penultimate_layer
 
-from tests.conftest import run_cli, write_params
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 SMALL = {"hidden": [32, 16], "filters": 4, "latent_dim": 3}
@@ -300,43 +299,3 @@ def test_decode_grid_ae_uses_the_observed_range_and_median():
         decode_grid(model, normalize, latents=latents[:, :2])
     with pytest.raises(UserError, match="model.latent_dim >= 2"):
         decode_grid(_model(arch="vae", latent_dim=1), normalize)
-
-
-# --- through the pipeline ---------------------------------------------------------------------------
-
-PIPELINE_CASES = {
-    "vae": {"model": {"arch": "vae", "latent_dim": 2, "hidden": [64, 32]}, "train": {"kl_weight": 1.0}},
-    "conv_ae_noise": {"model": {"arch": "conv_ae", "latent_dim": 8, "filters": 4},
-                      "train": {"noise": 0.3, "noise_kind": "masking"}},
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", list(PIPELINE_CASES))
-def test_fetch_train_extract_for_autoencoders(case, tmp_path: Path):
-    overrides = PIPELINE_CASES[case]
-    write_params(tmp_path, overrides)
-    for stage in ("fetch", "train", "extract"):
-        run_cli(stage, cwd=tmp_path)
-    latent_dim = overrides["model"]["latent_dim"]
-    act = tmp_path / "data" / "activations"
-    latent = np.load(act / "latent.npy", allow_pickle=False)
-    assert latent.shape == (120, latent_dim) and np.isfinite(latent).all() and latent.std() > 0
-    assert np.load(act / "output.npy").shape == (120, 784)           # flattened (1, 28, 28)
-    assert [r["shape"] for r in json.loads((act / "layers.json").read_text())["layers"]
-            if r["name"] == "output"] == [[1, 28, 28]]
-    for absent in ("logits.npy", "preds.npy", "confidence.npy"):
-        assert not (act / absent).exists()
-    index = json.loads((act / "layers.json").read_text())
-    assert index["task"] == "reconstruct" and index["penultimate"] == "latent"
-    assert index["snapshot_layers"] == ["latent"]
-    metrics = json.loads((tmp_path / "metrics" / "train" / "metrics.json").read_text())
-    assert metrics["task"] == "reconstruct" and metrics["accuracy"] is None
-    assert "per_class_accuracy" not in metrics
-    for split in ("train", "test"):
-        assert "accuracy" not in metrics[split]
-        assert metrics[split]["mse"] > 0 and metrics[split]["mse_pixels"] < metrics[split]["mse"]
-    if case == "vae":
-        assert metrics["test"]["kl"] >= 0 and {"recon", "kl"} <= set(metrics["train"])
-    meta = json.loads((tmp_path / "data" / "model" / "model.json").read_text())
-    assert meta["task"] == "reconstruct" and meta["output_layer"] == "output"

@@ -17,8 +17,8 @@ from pipeline.errors import UserError
 from pipeline.plots.compare import cka_heatmap, maps_side_by_side
 from pipeline.stages.compare import (OUTPUT_FILES, Revision, align_layers, check_same_images, choose_method,
                                      stale_outputs, summary_markdown, verdict)
-from tests.conftest import REPO, run_cli
-from tests.dvc_repo import dvc, git, make_repo
+from tests.conftest import run_cli
+from tests.dvc_repo import dvc, exp_run, git
 
 LENET = ["input", "conv1", "act1", "pool1", "conv2", "act2", "pool2", "flatten", "fc1", "act3", "fc2", "act4",
          "logits"]
@@ -406,65 +406,26 @@ def test_synthetic_failure_while_writing_removes_partial_report(synthetic_repo: 
 
 # ----------------------------------------------------------------------------- the real pipeline under DVC
 
-def _minimal_dvc_yaml() -> dict:
-    """fetch, train, extract from the project's dvc.yaml, plus reduce pca and probe (fast ones)."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    keep = {name: stages[name] for name in ("fetch", "train", "extract")}
-    keep["reduce_pca"] = {
-        "cmd": "python -m pipeline reduce pca",
-        "deps": ["data/activations", "pipeline/stages/reduce.py", "pipeline/reducers.py"],
-        "params": ["reduce"],
-        "outs": ["data/embeddings/pca", "plots/points/pca"],
-        "metrics": [{"metrics/embeddings/pca.json": {"cache": False}}],
-    }
-    keep["probe"] = {
-        "cmd": "python -m pipeline probe",
-        "deps": ["data/activations", "pipeline/stages/probe.py"],
-        "params": ["probe"],
-        "metrics": [{"metrics/probes.json": {"cache": False}}],
-    }
-    return {"stages": keep}
-
-
-def _exp_name(output: str, root: Path, before: set[str]) -> str:
-    match = re.search(r"Ran experiment\(s\): (\S+)", output)
-    if match:
-        return match.group(1)
-    refs = set(git("for-each-ref", "refs/exps", "--format=%(refname)", cwd=root).split()) - before
-    names = [r.rsplit("/", 1)[-1] for r in refs if "/exec/" not in r]
-    assert len(names) == 1, output
-    return names[0]
-
-
-def _exp_run(root: Path, *sets: str, targets: tuple[str, ...] = ()) -> tuple[str, float]:
-    """`dvc exp run [targets] -S ...`: the experiment's name and the seconds it took."""
-    before = set(git("for-each-ref", "refs/exps", "--format=%(refname)", cwd=root).split())
-    args = [a for s in sets for a in ("-S", s)]
-    t0 = time.perf_counter()
-    proc = dvc("exp", "run", *targets, *args, cwd=root)
-    return _exp_name(proc.stdout + proc.stderr, root, before), time.perf_counter() - t0
+def _exp_sha(root: Path, name: str) -> str:
+    ref = next(r for r in git("for-each-ref", "refs/exps", "--format=%(refname)", cwd=root).split()
+               if r.endswith("/" + name))
+    return git("rev-parse", ref, cwd=root).strip()
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (REPO / "pipeline" / "stages" / "reduce.py").exists()
-                    or not (REPO / "pipeline" / "stages" / "probe.py").exists(), reason="reduce/probe stages missing")
-def test_compare_experiments_of_the_real_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_experiments_of_the_real_pipeline(dvc_repo: Path, filters8_exp: dict, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session's DVC repository (the committed tiny run), its `model.filters=8` experiment and
+    an experiment that reran only extract with another seed (other test images)."""
     from pipeline.config import Params
     from pipeline.stages import compare
 
-    t0 = time.perf_counter()
-    root = make_repo(tmp_path / "repo", overrides={"extract": {"seed": 0}, "probe": {"max_iter": 200}})
-    (root / "dvc.yaml").write_text(yaml.safe_dump(_minimal_dvc_yaml(), sort_keys=False))
-    git("add", "-A", cwd=root)
-    git("commit", "-q", "-m", "minimal pipeline", cwd=root)
-    first = git("rev-parse", "HEAD", cwd=root).strip()
-    dvc("repro", cwd=root)
-    git("add", "-A", cwd=root)
-    git("commit", "-q", "-m", "baseline run", cwd=root)
-    t_repro = time.perf_counter() - t0
-    wider, t_wider = _exp_run(root, "model.filters=8")
+    root = dvc_repo
+    first = git("rev-list", "--max-parents=0", "HEAD", cwd=root).strip()      # before any output existed
+    wider = filters8_exp["name"]
     # extract.n_samples 120 < 200 test images, so another seed picks other images; extract alone is enough
-    other_subset, t_subset = _exp_run(root, "extract.seed=1", targets=("extract",))
+    other_subset = "extract-seed1"
+    assert exp_run(root, other_subset, "extract.seed=1", targets=("extract",)) == {"extract"}
 
     t1 = time.perf_counter()
     proc = run_cli("compare", "HEAD", wider, cwd=root)
@@ -481,13 +442,12 @@ def test_compare_experiments_of_the_real_pipeline(tmp_path: Path, monkeypatch: p
     assert m[0, 0] == pytest.approx(1.0, abs=1e-6)         # both saw the same input pixels
     summary = (out / "summary.md").read_text()
     assert proc.stdout == summary
-    assert "2-D PCA maps" in summary and "| test accuracy |" in summary and "**act4**" in summary
+    assert "2-D t-SNE maps" in summary and "| test accuracy |" in summary and "**act4**" in summary
     assert re.search(r"\| \*\*act4\*\* \(before output\) \| 0\.\d{3} \| 0\.\d{3} \| 0\.\d{3} \|", summary)
     assert (out / "maps.png").stat().st_size > 10_000 and (out / "cka.png").stat().st_size > 10_000
     print(f"\nCKA diagonal HEAD vs {wider} (filters 6 -> 8): "
           + ", ".join(f"{n} {v:.3f}" for n, v in zip(data["layers_a"], np.diag(m))))
-    print(f"repro {t_repro:.1f} s, exp run filters=8 {t_wider:.1f} s, exp run extract seed=1 {t_subset:.1f} s, "
-          f"compare (CLI) {t_compare:.1f} s")
+    print(f"compare (CLI) {t_compare:.1f} s")
 
     # the rest in-process (no interpreter start per case); the CLI's one-line errors are checked above
     monkeypatch.chdir(root)
@@ -509,9 +469,7 @@ def test_compare_experiments_of_the_real_pipeline(tmp_path: Path, monkeypatch: p
     msg = fails("HEAD", other_subset)
     assert "different test images" in msg and "extract.seed" in msg
     # the experiment's act4.npy tracked in its dvc.lock but gone from the cache
-    assert data["sha_b"] == git("rev-parse", next(r for r in git("for-each-ref", "refs/exps", "--format=%(refname)",
-                                                                  cwd=root).split() if r.endswith("/" + wider)),
-                                cwd=root).strip()
+    assert data["sha_b"] == _exp_sha(root, wider)
     lock = yaml.safe_load(git("show", f"{data['sha_b']}:dvc.lock", cwd=root))   # git itself knows no exp names
     out_hash = next(o["md5"] for o in lock["stages"]["extract"]["outs"] if o["path"] == "data/activations")
     cache = root / ".dvc" / "cache" / "files" / "md5"

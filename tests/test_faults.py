@@ -1,10 +1,16 @@
-"""Interruptions: SIGKILL a stage at a random moment, rerun `dvc repro`, get the uninterrupted outputs.
+"""Interruptions: SIGKILL a stage in the middle, rerun `dvc repro`, get the uninterrupted outputs.
 
 A killed stage exits non-zero, so DVC caches nothing; the rerun clears the stage's outputs
 (``artifacts.stage_outputs``) and every file is written atomically, so no half-written file
 survives into the result. Train and extract are deterministic on the CPU, so "the same outputs"
-means byte-identical weights and activations, and a rerun after an interrupted train does not
-rerun extract (its input, data/model, hashes the same).
+means byte-identical weights and activations: those of the session's committed run
+(conftest's ``dvc_repo``); and the rerun reruns only the killed stage (after an interrupted train,
+extract's input data/model hashes the same, so extract does not rerun).
+
+The moment of the kill is drawn from a fixed seed (the same every run; change ``SEED`` to try
+others): right after the n-th intermediate file of the stage is on disk, so the stage has
+started, and the test checks that the file the stage writes last is not there yet, so it had
+not finished.
 """
 
 from __future__ import annotations
@@ -19,9 +25,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.dvc_repo import _env, dvc, make_repo, stages_ran
+from tests.dvc_repo import _env, dvc, stages_ran
 
 pytestmark = pytest.mark.slow
+
+SEED = 20251130
+
+# stage -> (its output folder, intermediate files it writes while it runs, the file it writes last)
+STAGES = {
+    "train": ("data/model", "snapshots/step_*.safetensors", "model.safetensors"),   # weights every few steps
+    "extract": ("data/activations", "snapshots/step_*", "layers.json"),             # one folder per snapshot
+}
 
 
 def _digest(folder: Path) -> dict[str, bytes]:
@@ -29,36 +43,45 @@ def _digest(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> tuple[Path, dict[str, dict[str, bytes]]]:
-    # more epochs than the other tests, so the kill lands inside training, not only in start-up
-    root = make_repo(tmp_path_factory.mktemp("faults"), {"train": {"epochs": 4}})
-    dvc("repro", "extract", cwd=root)
-    reference = {"model": _digest(root / "data/model"), "activations": _digest(root / "data/activations")}
-    return root, reference
-
-
-def _kill_during(root: Path, stage: str, delay: float) -> int:
-    """Start `dvc repro --force -s <stage>`, SIGKILL its whole process group after ``delay`` s."""
+def _kill_when(root: Path, stage: str, folder: Path, pattern: str, last: str, n: int) -> tuple[int, int]:
+    """Start `dvc repro --force -s <stage>`; once DVC has removed the committed outputs, SIGKILL its
+    process group as soon as ``n`` files match ``folder/pattern``. Returns (files seen, exit code)."""
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "-s", stage], cwd=root, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    time.sleep(delay)
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    return proc.wait()
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    seen, cleared, deadline = 0, False, time.monotonic() + 600
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            seen = len(list(folder.glob(pattern))) if folder.is_dir() else 0
+            if not cleared:                       # the old run's files are still there (or being removed)
+                cleared = seen == 0 and not (folder / last).exists()
+            elif seen >= n:
+                break
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return seen, proc.wait()
 
 
-@pytest.mark.parametrize("stage, output", [("train", "model"), ("extract", "activations")])
-def test_sigkill_then_repro_gives_uninterrupted_outputs(repo, stage, output):
-    root, reference = repo
-    seed = random.randrange(10**6)
-    delay = random.Random(seed).uniform(1.0, 6.0)
-    code = _kill_during(root, stage, delay)
-    print(f"{stage}: killed after {delay:.2f} s (seed {seed}), exit {code}")
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_sigkill_then_repro_gives_uninterrupted_outputs(dvc_repo, stage):
+    root = dvc_repo
+    out, pattern, last = STAGES[stage]
+    reference = {"model": _digest(root / "data/model"), "activations": _digest(root / "data/activations")}
+    produced = len(list((root / out).glob(pattern)))             # in the committed, uninterrupted run
+    assert produced >= 3 and (root / out / last).exists(), (produced, sorted(reference))
+    n = random.Random(f"{SEED}-{stage}").randint(1, produced - 2)
+
+    seen, code = _kill_when(root, stage, root / out, pattern, last, n)
+    print(f"{stage}: SIGKILL after {seen} of {produced} {pattern} (seed {SEED}), exit {code}")
+    assert seen >= n and code == -signal.SIGKILL, f"the stage ended before the kill ({seen} files, exit {code})"
+    assert not (root / out / last).exists(), f"{stage} had already written {last}: the kill came too late"
+
     ran = stages_ran(dvc("repro", "extract", cwd=root).stdout)
-    assert _digest(root / f"data/{output}") == reference[output], f"seed {seed}, delay {delay:.2f}"
-    # the rerun gives the same bytes, so DVC sees nothing new downstream: train reruns, extract does not
-    assert ran <= {stage}, (ran, f"seed {seed}, delay {delay:.2f}")
+    assert ran == {stage}, ran                   # the same outputs again: nothing downstream reruns
+    assert _digest(root / "data/model") == reference["model"]
+    assert _digest(root / "data/activations") == reference["activations"]
     assert not list((root / "data").rglob("*.partial")) and not list((root / "data").rglob(".*.tmp"))
     status = dvc("status", "extract", cwd=root).stdout
     assert "up to date" in status or status.strip() == "", status

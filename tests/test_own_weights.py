@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pipeline.artifacts import load_safetensors, save_safetensors
-from tests.conftest import deep_update, run_cli, write_params
+from tests.conftest import REPO, deep_update, run_cli, write_params
 
 
 def _metrics(ws: Path) -> dict:
@@ -103,25 +103,18 @@ def test_config_beside_the_weights_must_agree(staged_ws: Path, capsys):
     assert "no `model` section" in _train_error(capsys)
 
 
+def test_train_depends_on_the_weights_folder():
+    """dvc.yaml itself (not a copy a test edited) lists data/weights as a train dependency."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert "data/weights" in spec["stages"]["train"]["deps"]
+    assert (REPO / "data/weights/README.md").is_file()             # the folder exists in a fresh clone
+
+
 @pytest.mark.slow
-def test_dvc_reruns_train_when_the_weights_file_is_replaced(tmp_path: Path):
-    from tests.dvc_repo import dvc, git, make_repo, stages_ran
+def test_dvc_reruns_train_when_the_weights_file_is_replaced(dvc_repo: Path, tmp_path: Path):
+    from tests.dvc_repo import dvc, stages_ran
 
-    repo = make_repo(tmp_path / "repo")
-    # The train dependency this feature needs (added here if dvc.yaml does not have it yet).
-    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
-    deps = spec["stages"]["train"]["deps"]
-    if "data/weights" not in deps:
-        deps.append("data/weights")
-        (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    readme = repo / "data/weights/README.md"
-    if not readme.exists():
-        readme.parent.mkdir(parents=True, exist_ok=True)
-        readme.write_text("Your own model.weights files.\n")
-    git("add", "-A", cwd=repo)
-    git("commit", "-q", "--allow-empty", "-m", "weights folder", cwd=repo)
-
-    dvc("repro", "train", cwd=repo)
+    repo = dvc_repo                                                     # the project's own dvc.yaml, run once
     trained = _metrics(repo)["test"]["accuracy"]
     shutil.copy(repo / "data/model/snapshots/step_000000.safetensors", tmp_path / "init.safetensors")
     weights = _own_weights(repo)

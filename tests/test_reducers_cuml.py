@@ -48,10 +48,16 @@ def test_missing_cuml_from_the_cli(tmp_path: Path) -> None:
 
 
 def test_default_backends_do_not_need_cuml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With cuML absent (even where it is installed), the defaults pass and only `cuml` is refused."""
     monkeypatch.setattr(reducers, "cuml_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "cuml", None)                 # any `import cuml` now fails
+    defaults = make_cfg()
+    assert (defaults.tsne.backend, defaults.umap.backend) == ("opentsne", "umap-learn")
     for method in ("tsne", "umap"):
-        check_config(method)
-        check_config(method, **getattr(make_cfg(), method).model_dump())
+        assert check_config(method) is None                                  # the defaults
+        assert check_config(method, **getattr(defaults, method).model_dump()) is None
+        with pytest.raises(ConfigError, match=f"reduce.{method}.backend = cuml needs RAPIDS cuML"):
+            check_config(method, backend="cuml")
 
 
 # --------------------------------------------------------------------------- a stand-in cuml module

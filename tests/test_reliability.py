@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 from pipeline import artifacts, cli, paths
 from pipeline.errors import UserError
-from tests.conftest import REPO, deep_update
+from tests.conftest import REPO, deep_update, default_signals
 from tests.test_reduce_stage import blobs, write_activations
 
 P = paths.PREPARED
@@ -782,8 +782,10 @@ def test_signal_during_training_removes_partial_outputs(staged_ws: Path, signum)
     artifacts.remove(M)
     set_params(staged_ws, {"train": {"epochs": 200, "snapshot_every": 2}})
     env = {**os.environ, "PYTHONPATH": str(REPO), "HIDDEN_SPACES_QUIET": "1"}
+    # preexec_fn: a SIGINT ignored by the launcher (`pytest &` in a script) would be inherited
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train"], cwd=staged_ws, env=env, text=True,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=default_signals)
     lines = []
     try:
         deadline = time.monotonic() + 300
@@ -806,6 +808,27 @@ def test_signal_during_training_removes_partial_outputs(staged_ws: Path, signum)
                                             "rerun `dvc repro`")
     assert not M.exists() and not paths.TRAIN_METRICS.exists()
     assert not list(staged_ws.rglob("*.tmp"))
+
+
+_SIGNAL_STATE = ("import signal; blocked = signal.pthread_sigmask(signal.SIG_BLOCK, []); "
+                 "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, "
+                 "signal.SIGINT in blocked or signal.SIGTERM in blocked)")
+
+
+def test_signal_tests_do_not_depend_on_how_pytest_was_started():
+    """A launcher that ignores SIGINT (a background job of a non-interactive shell) and blocks
+    SIGTERM: a child started plainly inherits both, a child started with ``default_signals`` does not."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        plain = subprocess.run([sys.executable, "-c", _SIGNAL_STATE], capture_output=True, text=True, timeout=60)
+        fixed = subprocess.run([sys.executable, "-c", _SIGNAL_STATE], capture_output=True, text=True, timeout=60,
+                               preexec_fn=default_signals)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        signal.signal(signal.SIGINT, previous)
+    assert plain.stdout.split() == ["False", "True"], plain.stdout + plain.stderr    # the hostile launcher took effect
+    assert fixed.stdout.split() == ["True", "False"], fixed.stdout + fixed.stderr
 
 
 # Every write under pipeline/ goes through pipeline/artifacts.py (atomic: temporary file + rename).

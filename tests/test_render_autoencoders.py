@@ -180,19 +180,56 @@ def index_penultimate(ws: Path) -> str:
     return json.loads((ws / paths.ACTIVATIONS / "layers.json").read_text())["penultimate"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", list(CASES))
-def test_render_autoencoder_pipeline(case: str, prepared: Path, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module", params=list(CASES))
+def ae_run(request: pytest.FixtureRequest, prepared: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, str]:
+    """fetch (shared) -> train -> extract [-> reduce pca] in process, then render through the CLI, once
+    per case: (case, workspace, render's stderr)."""
     from tests.conftest import deep_update
 
-    ws = tmp_path
+    case = request.param
+    ws = tmp_path_factory.mktemp(f"ae_{case}")
     write_params(ws, deep_update(AE_BASE, CASES[case]))
     shutil.copytree(prepared, ws / paths.PREPARED)
     mapped = case == "conv_ae"                        # the reduce maps of a wider code (the 2-D one is drawn as is)
-    run_in_process(ws, monkeypatch, ("train",), ("extract",), *([("reduce", "pca")] if mapped else []))
+    with pytest.MonkeyPatch.context() as mp:
+        run_in_process(ws, mp, ("train",), ("extract",), *([("reduce", "pca")] if mapped else []))
     proc = run_cli("render", cwd=ws)
-    assert "Traceback" not in proc.stderr
+    return case, ws, proc.stderr
+
+
+@pytest.mark.slow
+def test_train_and_extract_for_autoencoders(ae_run: tuple[str, Path, str]) -> None:
+    case, ws, _ = ae_run
+    latent_dim = CASES[case]["model"]["latent_dim"]
+    n = AE_BASE["extract"]["n_samples"]
+    act = ws / paths.ACTIVATIONS
+    latent = np.load(act / "latent.npy", allow_pickle=False)
+    assert latent.shape == (n, latent_dim) and np.isfinite(latent).all() and latent.std() > 0
+    assert np.load(act / "output.npy").shape == (n, 784)              # flattened (1, 28, 28)
+    index = json.loads((act / "layers.json").read_text())
+    assert [r["shape"] for r in index["layers"] if r["name"] == "output"] == [[1, 28, 28]]
+    for absent in ("logits.npy", "preds.npy", "confidence.npy"):
+        assert not (act / absent).exists()
+    assert index["task"] == "reconstruct" and index["penultimate"] == "latent"
+    assert index["snapshot_layers"] == ["latent"]
+    metrics = json.loads((ws / paths.TRAIN_METRICS / "metrics.json").read_text())
+    assert metrics["task"] == "reconstruct" and metrics["accuracy"] is None
+    assert "per_class_accuracy" not in metrics
+    for split in ("train", "test"):
+        assert "accuracy" not in metrics[split]
+        assert metrics[split]["mse"] > 0 and metrics[split]["mse_pixels"] < metrics[split]["mse"]
+    if case == "vae":
+        assert metrics["test"]["kl"] >= 0 and {"recon", "kl"} <= set(metrics["train"])
+    meta = json.loads((ws / paths.MODEL / "model.json").read_text())
+    assert meta["task"] == "reconstruct" and meta["output_layer"] == "output"
+
+
+@pytest.mark.slow
+def test_render_autoencoder_pipeline(ae_run: tuple[str, Path, str]) -> None:
+    case, ws, stderr = ae_run
+    mapped = case == "conv_ae"
+    assert "Traceback" not in stderr
 
     figures = ws / paths.FIGURES
     files = {p.name for p in figures.iterdir()}

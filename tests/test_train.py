@@ -12,13 +12,10 @@ from pipeline import paths
 from tests.conftest import REPO, run_cli, write_params
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    ws = tmp_path_factory.mktemp("train")
-    write_params(ws)
-    run_cli("fetch", cwd=ws)
-    run_cli("train", cwd=ws)
-    return ws
+@pytest.fixture
+def trained(pipeline_ws: Path) -> Path:
+    """The session's tiny fetch -> train (-> extract) workspace: read it, write only into tmp_path."""
+    return pipeline_ws
 
 
 def test_train_writes_weights_config_snapshots_and_metrics(trained):
