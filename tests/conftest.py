@@ -131,6 +131,8 @@ def staged_ws(pipeline_ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 # is built once per run.
 
 DVC_REPO_FIXTURES = {"dvc_repo", "dvc_repo_session", "filters8_exp"}
+# session fixtures a test may only share with the tests on its own xdist worker: fixture -> group
+XDIST_GROUPS = {**dict.fromkeys(DVC_REPO_FIXTURES, "dvc_repo"), "chromium": "browser", "browser": "browser"}
 
 
 @pytest.fixture(scope="session")
@@ -168,12 +170,13 @@ def filters8_exp(dvc_repo_session: Path) -> dict[str, Any]:
 @pytest.hookimpl(tryfirst=True)                 # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `pytest -n 2 --dist loadgroup`, keep a shared fixture on one worker: the tests of the
-    shared DVC repository together, and the tests of a module-scoped fixture together (otherwise
-    each worker would build it)."""
+    shared DVC repository together, those of the browser together, and the tests of a module-scoped
+    fixture together (otherwise each worker would build it)."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        if DVC_REPO_FIXTURES & names:
-            item.add_marker(pytest.mark.xdist_group("dvc_repo"))
+        group = next((XDIST_GROUPS[n] for n in sorted(names) if n in XDIST_GROUPS), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
             continue
         info = getattr(item, "_fixtureinfo", None)
         defs = info.name2fixturedefs if info is not None else {}
