@@ -172,16 +172,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Under `pytest -n 2 --dist loadgroup`, keep a shared fixture on one worker: the tests of the
     shared DVC repository together, those of the browser together, and the tests of a module-scoped
     fixture together (otherwise each worker would build it)."""
+    loadgroup = bool(getattr(config.option, "loadgroup", False))       # set in the xdist workers
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         group = next((XDIST_GROUPS[n] for n in sorted(names) if n in XDIST_GROUPS), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        if group is None:
+            info = getattr(item, "_fixtureinfo", None)
+            defs = info.name2fixturedefs if info is not None else {}
+            if any(d[-1].scope == "module" for name, d in defs.items() if d and name in names):
+                group = item.module.__name__ if getattr(item, "module", None) else item.nodeid.split("::")[0]
+        if group is None:
             continue
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs if info is not None else {}
-        if any(d[-1].scope == "module" for name, d in defs.items() if d and name in names):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
+        item.add_marker(pytest.mark.xdist_group(group))
+        if loadgroup and "@" not in item.nodeid and hasattr(item, "_id"):
+            # pytest-xdist 3.8 puts the group into `item._nodeid`, which pytest 9 no longer reads
+            # (it keeps `item._id`): without this every group is silently spread over the workers
+            from _pytest.nodeid import coerce_node_id
+
+            item._id = coerce_node_id(f"{item.nodeid}@{group}")
 
 
 # --------------------------------------------------------------------------------------------
