@@ -44,6 +44,7 @@ def _train_error(capsys: pytest.CaptureFixture, code: int = 1) -> str:
     return errors[0]
 
 
+@pytest.mark.slow                        # train and extract as two processes
 def test_analyse_only_reproduces_the_run_exactly(staged_ws: Path):
     before = _metrics(staged_ws)
     original = load_safetensors(staged_ws / "data/model/model.safetensors")

@@ -53,6 +53,7 @@ def test_tensorboard_events_hold_filters_image(trained):
     assert "test/accuracy" in acc.Tags()["scalars"]
 
 
+@pytest.mark.slow                        # a second full training run
 def test_same_seed_gives_identical_weights(trained, tmp_path):
     write_params(tmp_path)
     (tmp_path / "data").mkdir()
