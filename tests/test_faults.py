@@ -25,16 +25,18 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import paths
 from tests.dvc_repo import _env, dvc, stages_ran
 
 pytestmark = pytest.mark.slow
 
 SEED = 20251130
 
-# stage -> (its output folder, intermediate files it writes while it runs, the file it writes last)
+# stage -> (its output folder, intermediate files it writes while it runs, the file it writes last:
+# its completion marker, paths.COMPLETE_WHEN)
 STAGES = {
-    "train": ("data/model", "snapshots/step_*.safetensors", "model.safetensors"),   # weights every few steps
-    "extract": ("data/activations", "snapshots/step_*", "layers.json"),             # one folder per snapshot
+    "train": (str(paths.MODEL), "snapshots/step_*.safetensors", paths.COMPLETE_WHEN[paths.MODEL][0]),
+    "extract": (str(paths.ACTIVATIONS), "snapshots/step_*", paths.COMPLETE_WHEN[paths.ACTIVATIONS][0]),
 }
 
 
