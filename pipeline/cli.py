@@ -28,7 +28,6 @@ app = typer.Typer(
          "reduce {pca,tsne,umap} / probe / projector -> render. Every knob is in params.yaml.",
 )
 
-_state: dict[str, Any] = {"params": None}       # --params as given; None: the project's params.yaml
 
 # `-p FILE` is accepted before the command (`python -m pipeline -p p.yaml train`) and after it
 # (`python -m pipeline train -p p.yaml`); after wins.
@@ -55,23 +54,19 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     params: Annotated[Optional[Path], typer.Option("--params", "-p", metavar="PATH", show_default=False,
                                                    help="params file to read (default: params.yaml in the project "
                                                         "root; also accepted after the command)")] = None,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ) -> None:
-    _state["params"] = params
+    ctx.obj = {"params": params}          # --params as given (None: the project's params.yaml), this invocation only
 
 
-def _use(params: Optional[Path]) -> None:
-    """A command's own ``--params`` overrides the one given before the command."""
-    if params is not None:
-        _state["params"] = params
-
-
-def _load_params() -> Any:
-    """Validated params, read from the project root, which becomes the working folder.
+def _load_params(ctx: typer.Context, params: Optional[Path]) -> Any:
+    """Validated params of this invocation (the command's own ``--params``, else the one given
+    before the command, else the project's params.yaml), read from the project root, which becomes the working folder.
 
     Every path in dvc.yaml and pipeline/paths.py is relative to the root (the folder holding
     dvc.yaml or params.yaml, found from any subfolder), so a stage started in ``data/`` still reads
@@ -83,7 +78,7 @@ def _load_params() -> Any:
     from pipeline.errors import ConfigError
     from pipeline.runtime import log
 
-    given = _state["params"]
+    given = params if params is not None else (ctx.obj or {}).get("params")
     here = Path.cwd()
     chosen = None if given is None else (Path(given) if Path(given).is_absolute() else here / given)
     root = paths.find_root(here)
@@ -114,8 +109,8 @@ class _Interrupted(Exception):
         self.signum = signum
 
 
-def _stage(name: str, **kwargs: Any) -> Any:
-    params = _load_params()
+def _stage(ctx: typer.Context, params_path: Optional[Path], name: str, **kwargs: Any) -> Any:
+    params = _load_params(ctx, params_path)
     module = importlib.import_module(f"pipeline.stages.{name}")
     try:
         return module.run(params, **kwargs)
@@ -124,79 +119,70 @@ def _stage(name: str, **kwargs: Any) -> Any:
 
 
 @app.command(short_help="Load the dataset into data/prepared.")
-def fetch(params: ParamsOption = None) -> None:
+def fetch(ctx: typer.Context, params: ParamsOption = None) -> None:
     """Load data.dataset and write data/prepared (uint8 images, labels, class names, info.json)."""
-    _use(params)
-    _stage("fetch")
+    _stage(ctx, params, "fetch")
 
 
 @app.command(short_help="Train the model; write data/model, metrics/train.")
-def train(params: ParamsOption = None) -> None:
+def train(ctx: typer.Context, params: ParamsOption = None) -> None:
     """Train model.arch on data/prepared; write data/model and metrics/train (dvclive)."""
-    _use(params)
-    _stage("train")
+    _stage(ctx, params, "train")
 
 
 @app.command(short_help="Record every layer's activations.")
-def extract(params: ParamsOption = None) -> None:
+def extract(ctx: typer.Context, params: ParamsOption = None) -> None:
     """Record every layer's activations on the test subset (and for each weight snapshot)."""
-    _use(params)
-    _stage("extract")
+    _stage(ctx, params, "extract")
 
 
 @app.command(short_help="Map every layer to 2-D/3-D with one method.")
-def reduce(method: Annotated[Method, typer.Argument(help="the mapping method", show_default=False)],
+def reduce(ctx: typer.Context, method: Annotated[Method, typer.Argument(help="the mapping method", show_default=False)],
            params: ParamsOption = None) -> None:
     """Fit METHOD (pca, tsne or umap) on every extracted layer; write embeddings and their metrics."""
-    _use(params)
-    _stage("reduce", method=method.value)
+    _stage(ctx, params, "reduce", method=method.value)
 
 
 @app.command(short_help="Linear-probe accuracy per layer.")
-def probe(params: ParamsOption = None) -> None:
+def probe(ctx: typer.Context, params: ParamsOption = None) -> None:
     """Linear-probe accuracy per layer (logistic regression on the activations) -> metrics/probes.json."""
-    _use(params)
-    _stage("probe")
+    _stage(ctx, params, "probe")
 
 
 @app.command(short_help="Draw every figure into plots/.")
-def render(params: ParamsOption = None) -> None:
+def render(ctx: typer.Context, params: ParamsOption = None) -> None:
     """Draw every figure (scatters, progression grids, filters, feature maps, ...) into plots/."""
-    _use(params)
-    _stage("render")
+    _stage(ctx, params, "render")
 
 
 @app.command(short_help="Write the TensorBoard projector bundle.")
-def projector(params: ParamsOption = None) -> None:
+def projector(ctx: typer.Context, params: ParamsOption = None) -> None:
     """Write a TensorBoard Embedding Projector bundle of every extracted layer to data/projector."""
-    _use(params)
-    _stage("projector")
+    _stage(ctx, params, "projector")
 
 
 @app.command(short_help="Dead units and class tightness per layer.")
-def diagnose(params: ParamsOption = None) -> None:
+def diagnose(ctx: typer.Context, params: ParamsOption = None) -> None:
     """Dead / saturated units and class tightness per layer -> metrics/diagnostics.json, plots/diagnostics."""
-    _use(params)
-    _stage("diagnose")
+    _stage(ctx, params, "diagnose")
 
 
 @app.command(short_help="Export the model as ONNX and TorchScript.")
-def export(params: ParamsOption = None) -> None:
+def export(ctx: typer.Context, params: ParamsOption = None) -> None:
     """Export the trained classifier as ONNX and TorchScript to data/export."""
-    _use(params)
-    _stage("export")
+    _stage(ctx, params, "export")
 
 
 @app.command(short_help="Compare the representations of two runs.")
 def compare(
+    ctx: typer.Context,
     rev_a: str = typer.Argument(..., help="git revision or experiment name of the first run"),
     rev_b: str = typer.Argument(..., help="git revision or experiment name of the second run"),
     out: Path = typer.Option(Path("plots/compare"), "--out", "-o", help="folder for the report"),
     params: ParamsOption = None,
 ) -> None:
     """Compare the representations of two runs: CKA between all layers, maps and metrics side by side."""
-    _use(params)
-    _stage("compare", rev_a=rev_a, rev_b=rev_b, out=out)
+    _stage(ctx, params, "compare", rev_a=rev_a, rev_b=rev_b, out=out)
 
 
 @app.command("convert-weights", short_help="Convert a PyTorch checkpoint to safetensors.")
@@ -220,6 +206,7 @@ def convert_weights(
 
 @app.command(short_help="Write the interactive explorer page (one run, or two side by side).")
 def explore(
+    ctx: typer.Context,
     runs: Optional[list[str]] = typer.Argument(
         None, metavar="RUNS",
         help="runs to show: git revisions, branches, tags, `dvc exp` names, `workspace` or project folders; "
@@ -230,24 +217,22 @@ def explore(
 ) -> None:
     """One self-contained HTML page (no server, no network) of every layer's map, with linked selection,
     scores against depth and the weight snapshots; with runs A B, both side by side."""
-    _use(params)
     if not runs:
         if out is not None:
             from pipeline.errors import ConfigError
 
             raise ConfigError("--out is for `explore A [B]`; the stage always writes plots/explorer.html")
-        _stage("explore")
+        _stage(ctx, params, "explore")
     else:
         from pipeline import paths
 
-        _stage("explore_runs", names=runs, out=out or paths.EXPLORER_COMPARE)
+        _stage(ctx, params, "explore_runs", names=runs, out=out or paths.EXPLORER_COMPARE)
 
 
 @app.command(short_help="List the model's layers and output shapes.")
-def layers(params: ParamsOption = None) -> None:
+def layers(ctx: typer.Context, params: ParamsOption = None) -> None:
     """List the layers extract.layers picks from the model params.yaml describes: type, output shape,
     values per image, values stored per image (extract.spatial) and parameters, with the totals."""
-    _use(params)
     import numpy as np
 
     from pipeline import paths
@@ -255,7 +240,7 @@ def layers(params: ParamsOption = None) -> None:
     from pipeline.models import build_model, describe_layers, select_layers
     from pipeline.spatial import pooling_for, stored_shape
 
-    params = _load_params()
+    params = _load_params(ctx, params)
     info_path = paths.PREPARED / "info.json"
     if info_path.exists():
         info = load_info(paths.PREPARED)

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 __all__ = ["resolve_device", "seed_everything", "progress", "normalizer", "normalized_batches", "log", "limit_threads",
+           "ThreadLimit",
            "SINGLE_THREAD_BELOW", "THREAD_VARIABLES"]
 
 SINGLE_THREAD_BELOW = 10_000      # points: analysis stages keep BLAS / OpenMP / numba on one thread below this
@@ -87,9 +88,45 @@ def normalized_batches(images: Any, normalize: Any, batch_size: int) -> Iterator
         yield start, normalize(chunk)
 
 
-def limit_threads(n_points: int, below: int = SINGLE_THREAD_BELOW) -> bool:
-    """Put BLAS, OpenMP and numba on one thread for the rest of this process when the stage
-    handles fewer than ``below`` points; returns whether it did.
+class ThreadLimit:
+    """What :func:`limit_threads` changed, and how to undo it: ``applied`` says whether it did
+    anything; :meth:`restore` (or leaving a ``with`` block) puts back the environment variables,
+    the BLAS / OpenMP pools and numba's thread count as they were. Libraries first loaded while
+    the limit held keep one thread: their pool size is read when they load."""
+
+    def __init__(self, applied: bool, env: dict[str, str | None], limiter: Any = None, numba_threads: int | None = None):
+        self.applied, self._env, self._limiter, self._numba_threads = applied, env, limiter, numba_threads
+
+    def restore(self) -> None:
+        if not self.applied:
+            return
+        for var, value in self._env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        if self._limiter is not None:
+            self._limiter.restore_original_limits()
+        numba = sys.modules.get("numba")
+        if numba is not None and self._numba_threads is not None:
+            numba.set_num_threads(self._numba_threads)
+        self.applied = False
+
+    def __bool__(self) -> bool:
+        return self.applied
+
+    def __enter__(self) -> "ThreadLimit":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.restore()
+
+
+def limit_threads(n_points: int, below: int = SINGLE_THREAD_BELOW) -> ThreadLimit:
+    """Put BLAS, OpenMP and numba on one thread when the stage handles fewer than ``below``
+    points. A stage calls it once and keeps the limit for the rest of its process; a notebook or
+    a test undoes it with ``with limit_threads(n): ...`` or ``.restore()``. The result is true
+    when the limit was applied.
 
     For the analysis stages (reduce, probe, diagnose) work on a few thousand points is a long
     series of small matrix products, neighbour searches and numba loops, where a second thread
@@ -102,17 +139,20 @@ def limit_threads(n_points: int, below: int = SINGLE_THREAD_BELOW) -> bool:
     (:data:`THREAD_VARIABLES`, e.g. ``OMP_NUM_THREADS=8 dvc repro``) is always left as it is.
     """
     if n_points >= below or any(os.environ.get(v) for v in THREAD_VARIABLES):
-        return False
+        return ThreadLimit(False, {})
     numba = sys.modules.get("numba")
+    env = {var: os.environ.get(var) for var in THREAD_VARIABLES}
     for var in THREAD_VARIABLES:                 # libraries loaded later read these at load time
         if not (var == "NUMBA_NUM_THREADS" and numba is not None):
             os.environ[var] = "1"
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1)                  # BLAS / OpenMP runtimes already loaded (numpy's OpenBLAS)
+    limiter = threadpool_limits(limits=1)        # BLAS / OpenMP runtimes already loaded (numpy's OpenBLAS)
+    numba_threads = None
     if numba is not None:
         # numba already imported: its pool size is fixed at import, so only the number of threads
         # used is lowered; changing NUMBA_NUM_THREADS now would make numba refuse to run
         # ("Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched")
+        numba_threads = numba.get_num_threads()
         numba.set_num_threads(1)
-    return True
+    return ThreadLimit(True, env, limiter, numba_threads)

@@ -115,3 +115,23 @@ def test_every_command_that_reads_params_takes_the_option_after_it() -> None:
     for name, command in group.commands.items():
         opts = {o for p in command.params for o in getattr(p, "opts", [])}
         assert ({"-p", "--params"} <= opts) == (name not in without), name
+
+
+def test_params_file_does_not_carry_over_between_invocations(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`--params` belongs to one invocation (click's context), not to a module global: a second
+    in-process call without it reads params.yaml again."""
+    from pipeline import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("model: {arch: lenet}\n")
+    (tmp_path / "other.yaml").write_text("model: {arch: mlp, hidden: [7]}\n")
+    outputs = []
+    for argv in (["-p", "other.yaml", "layers"], ["layers"], ["layers", "-p", "other.yaml"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 0
+        outputs.append(capsys.readouterr().out)
+    assert "conv1" not in outputs[0] and "(7,)" in outputs[0]
+    assert "conv1" in outputs[1] and "(7,)" not in outputs[1]
+    assert outputs[2] == outputs[0]
+    assert not hasattr(cli, "_state")

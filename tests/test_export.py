@@ -77,7 +77,6 @@ def test_export_without_onnx_explains_how_to_install(staged_ws: Path, monkeypatc
     from pipeline import cli
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)            # import fails as if not installed
-    monkeypatch.setattr(cli, "_state", {"params": Path("params.yaml")})
     with pytest.raises(SystemExit) as exc:
         cli.main(["export"])
     assert exc.value.code == 1

@@ -33,7 +33,6 @@ def _train_error(capsys: pytest.CaptureFixture, code: int = 1) -> str:
     """Run ``python -m pipeline train`` in-process (cwd: the workspace) and return its one error line."""
     from pipeline import cli
 
-    cli._state["params"] = Path("params.yaml")
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         cli.main(["train"])

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_info
 from pipeline.runtime import THREAD_VARIABLES, limit_threads
 done = limit_threads(int(sys.argv[1]))
 import numba                                         # imported after the call (umap does this later)
-print(json.dumps({"done": done, "env": {v: os.environ.get(v) for v in THREAD_VARIABLES},
+print(json.dumps({"done": bool(done), "env": {v: os.environ.get(v) for v in THREAD_VARIABLES},
                   "blas": sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}),
                   "numba": numba.get_num_threads()}))
 """
@@ -69,7 +69,7 @@ def total(x):
         s += x[i]
     return s
 
-print(json.dumps({"done": done, "numba": numba.get_num_threads(), "sum": total(np.ones(1000))}))
+print(json.dumps({"done": bool(done), "numba": numba.get_num_threads(), "sum": total(np.ones(1000))}))
 """
 
 
@@ -82,3 +82,35 @@ def test_numba_imported_before_the_limit_still_runs() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"done": True, "numba": 1, "sum": 1000.0}
+
+
+_UNDO = r"""
+import json, os
+import numpy as np                                   # OpenBLAS loaded before the limit
+from threadpoolctl import threadpool_info
+from pipeline.runtime import THREAD_VARIABLES, limit_threads
+
+def blas():
+    return sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+
+before = blas()
+with limit_threads(1_000) as limit:
+    inside = {"applied": bool(limit), "env": sorted({str(os.environ.get(v)) for v in THREAD_VARIABLES}), "blas": blas()}
+print(json.dumps({"before": before, "inside": inside, "after": blas(), "applied_after": bool(limit),
+                  "env_after": sorted({str(os.environ.get(v)) for v in THREAD_VARIABLES})}))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to see a difference")
+def test_the_limit_is_undone_when_the_block_ends() -> None:
+    """In a notebook or a test session the limit is a `with` block: afterwards the BLAS pool and the
+    environment are as they were."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-c", _UNDO], cwd=REPO, capture_output=True, text=True,
+                          env={**clean, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["inside"] == {"applied": True, "env": ["1"], "blas": [1]}
+    assert max(out["before"]) > 1 and out["after"] == out["before"]
+    assert out["applied_after"] is False and out["env_after"] == ["None"]
