@@ -37,21 +37,36 @@ __all__ = [
 ]
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux
+    /proc/self/status); elsewhere set and put back at once, at write time, never at import."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds."""
+def atomic_path(path: str | Path, *, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
+    ``keep_suffix``: the temporary name ends in ``path``'s suffix (writers such as matplotlib and
+    Pillow pick the format from it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if keep_suffix:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)          # mkstemp makes 0600; give the usual mode
+        os.chmod(tmp_path, 0o666 & ~_umask())        # mkstemp makes 0600; give the usual mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -324,28 +339,11 @@ def _csv_cells(text: np.ndarray) -> np.ndarray:
     return text.astype(str)
 
 
-@contextlib.contextmanager
-def _atomic_same_suffix(path: Path) -> Iterator[Path]:
-    """Like :func:`atomic_path`, but the temporary file keeps ``path``'s suffix (writers such as
-    matplotlib and Pillow pick the format from it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
 def save_figure(path: str | Path, fig: Any, dpi: int = 110) -> None:
     """Save a matplotlib Figure atomically (format from the suffix, e.g. .png), then close it."""
     path = Path(path)
     try:
-        with _atomic_same_suffix(path) as tmp:
+        with atomic_path(path, keep_suffix=True) as tmp:
             fig.savefig(tmp, dpi=dpi, facecolor="white")
     finally:
         _close_figure(fig)
@@ -357,7 +355,7 @@ def save_animation(path: str | Path, animation: Any, dpi: int = 80, fps: float =
 
     path = Path(path)
     try:
-        with _atomic_same_suffix(path) as tmp:
+        with atomic_path(path, keep_suffix=True) as tmp:
             animation.save(tmp, writer=PillowWriter(fps=fps), dpi=dpi, savefig_kwargs={"facecolor": "white"})
     finally:
         fig = getattr(animation, "_fig", None)        # matplotlib keeps the figure there

@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 import pickle
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline import artifacts, paths
-from tests.conftest import write_params
+from tests.conftest import REPO, write_params
 from tests.test_datasets import no_network, write_cifar  # noqa: F401  (no_network is a fixture)
 from tests.test_reliability import edit_json, expect_failure, set_params
 
@@ -186,3 +188,14 @@ def test_layer_names_cannot_reach_outside_the_stage_folders(staged_ws: Path, cap
                        f"delete it and rerun extract (`dvc repro extract`)")
     assert _all_files(staged_ws) <= before                  # nothing new anywhere in the workspace
     artifacts.remove(staged_ws / "escaped.npy")
+
+
+def test_importing_artifacts_leaves_the_umask_alone() -> None:
+    """The umask is read when a file is written (files get the usual 0666 & ~umask), never changed at import."""
+    code = ("import os; os.umask(0o027); import pipeline.artifacts as a, tempfile, pathlib; "
+            "d = pathlib.Path(tempfile.mkdtemp()); a.save_json(d / 'x.json', {}); "
+            "print(oct(os.umask(0o022)), oct(os.stat(d / 'x.json').st_mode & 0o777))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0o27", "0o640"]
