@@ -149,10 +149,10 @@ def load_npy(path: str | Path, *, dtype: Any = None, ndim: int | None = None,
         array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
         reason = ("holds pickled Python objects, not numbers" if "pickle" in str(exc) or "Python objects" in str(exc)
-                  else f"not a plain numeric .npy ({_first_line(exc)})")
+                  else f"not a plain numeric .npy ({first_line(exc)})")
         raise UserError(f"{path}: {reason}; delete it and rerun `dvc repro`") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:       # (np.load reads "PK\x03\x04..." as a .npz)
-        raise UserError(f"{path}: truncated or damaged .npy ({_first_line(exc)}); delete it and rerun `dvc repro`") from None
+        raise UserError(f"{path}: truncated or damaged .npy ({first_line(exc)}); delete it and rerun `dvc repro`") from None
     if not isinstance(array, np.ndarray):                 # np.load opens a .npz (zip) archive whatever the name
         array.close()
         raise UserError(f"{path}: a .npz archive, not a .npy array; delete it and rerun `dvc repro`")
@@ -186,7 +186,26 @@ def _npy_problem(path: Path) -> str | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
+EXTRACT_FIX = "rerun extract (`dvc repro extract`)"
+
+
+def check_rows(array: np.ndarray, n: int, where: str | Path, fix: str = EXTRACT_FIX) -> np.ndarray:
+    """``array`` if it has ``n`` rows (one per extracted point, as labels.npy), else the one
+    UserError for that fault: ``<where>: <rows> rows but labels.npy has <n>; <fix>``."""
+    if len(array) != n:
+        raise UserError(f"{where}: {len(array)} rows but labels.npy has {n}; {fix}")
+    return array
+
+
+def load_rows(path: str | Path, n: int, *, what: str = "activations", mmap: bool = False,
+              fix: str = EXTRACT_FIX) -> np.ndarray:
+    """A 2-D per-point array (a layer's activations, a map's coordinates) with exactly ``n`` rows,
+    checked (:func:`load_npy`, :func:`check_rows`)."""
+    return check_rows(load_npy(path, ndim=2, mmap=mmap, what=what), n, path, fix)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

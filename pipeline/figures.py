@@ -26,21 +26,18 @@ GIF_DPI = 80                       # animated GIFs are drawn at most at this res
 @dataclass(frozen=True)
 class Rows:
     """A 2-D ``.npy`` on disk, read (memory-mapped) when a job is drawn: ``n`` rows expected,
-    ``what`` names it in the one-line error when it has another number of rows."""
+    ``what`` names it and ``fix`` says what to rerun in the one-line error when it has another
+    number of rows (:func:`pipeline.artifacts.load_rows`)."""
 
     path: Path
     n: int
     what: str = "array"
+    fix: str = "rerun the stage that wrote it (`dvc repro`)"
 
     def load(self) -> np.ndarray:
         from pipeline import artifacts
-        from pipeline.errors import UserError
 
-        array = artifacts.load_npy(self.path, ndim=2, mmap=True, what=self.what)
-        if len(array) != self.n:
-            raise UserError(f"{self.path}: {len(array)} rows but labels.npy has {self.n}; rerun the stage that "
-                            f"wrote it (`dvc repro`)")
-        return array
+        return artifacts.load_rows(self.path, self.n, what=self.what, mmap=True, fix=self.fix)
 
 
 @dataclass(frozen=True)
@@ -101,6 +98,7 @@ def draw(job: FigureJob, directory: Path, dpi: int) -> str:
     return job.name
 
 
-def draw_all(jobs: Iterable[FigureJob], directory: Path, dpi: int, *, bar: Callable[[Any], Iterable] = iter) -> list[str]:
+def draw_all(jobs: Iterable[FigureJob], directory: Path, dpi: int, *,
+             bar: Callable[[Any], Iterable] = iter) -> list[str]:
     """Draw every job, in order, in this process (``bar`` wraps the jobs, e.g. a progress bar)."""
     return [draw(job, directory, dpi) for job in bar(list(jobs))]

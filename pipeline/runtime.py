@@ -94,7 +94,8 @@ class ThreadLimit:
     the BLAS / OpenMP pools and numba's thread count as they were. Libraries first loaded while
     the limit held keep one thread: their pool size is read when they load."""
 
-    def __init__(self, applied: bool, env: dict[str, str | None], limiter: Any = None, numba_threads: int | None = None):
+    def __init__(self, applied: bool, env: dict[str, str | None], limiter: Any = None,
+                 numba_threads: int | None = None):
         self.applied, self._env, self._limiter, self._numba_threads = applied, env, limiter, numba_threads
 
     def restore(self) -> None:

@@ -85,7 +85,8 @@ class Revision:
                 raise
             if not required:
                 return None
-            raise UserError(f"revision {self.label}: cannot read {path} ({_first_line(exc)}); {_REBUILD}") from None
+            raise UserError(f"revision {self.label}: cannot read {path} ({artifacts.first_line(exc)}); "
+                            f"{_REBUILD}") from None
 
     def read_json(self, path: str | Path, *, required: bool = True) -> Any:
         raw = self.read_bytes(path, required=required)
@@ -103,7 +104,7 @@ class Revision:
         try:
             array = np.load(io.BytesIO(raw), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise UserError(f"revision {self.label}: {path} is not a plain .npy ({_first_line(exc)}); "
+            raise UserError(f"revision {self.label}: {path} is not a plain .npy ({artifacts.first_line(exc)}); "
                             f"{_REBUILD}") from None
         if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
             raise UserError(f"revision {self.label}: {path} is not a plain numeric .npy; {_REBUILD}")
@@ -111,11 +112,6 @@ class Revision:
             raise UserError(f"revision {self.label}: {path} has shape {array.shape}, expected {ndim} "
                             f"dimensions; {_REBUILD}")
         return array
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _exists(fs: Any, path: str) -> bool:
@@ -155,7 +151,7 @@ def open_revision(rev: str, root: str | Path | None = None) -> Revision:
         raise UserError(f"unknown revision '{rev}': not a commit, branch, tag or experiment name; "
                         f"{_LIST_REVS}") from None
     except SCMError as exc:
-        raise UserError(f"cannot read git history at {root} ({_first_line(exc)}); compare needs a git "
+        raise UserError(f"cannot read git history at {root} ({artifacts.first_line(exc)}); compare needs a git "
                         f"repository with at least one commit") from None
     return Revision(rev=rev, sha=sha, fs=DVCFileSystem(repo=str(root), rev=sha))
 
@@ -413,8 +409,7 @@ def _load_activations(rev: Revision, layers: Sequence[str], rows: np.ndarray, n:
     for name in layers:
         path = paths.ACTIVATIONS / f"{name}.npy"
         x = rev.read_npy(path, ndim=2)
-        if len(x) != n:
-            raise UserError(f"revision {rev.label}: {path} has {len(x)} rows but labels.npy has {n}; {_REBUILD}")
+        artifacts.check_rows(x, n, f"revision {rev.label}: {path}", _REBUILD)
         out.append(np.ascontiguousarray(x[rows]))
         bar.update(1)
     return out

@@ -73,8 +73,8 @@ def run(params: Params) -> dict[str, Any]:
                 log(f"warning: layer {name} has NaN or inf activations; skipped")
                 metrics[name] = {"skipped": "NaN or inf activations (extract flagged the layer)"}
                 continue
-            acts = artifacts.load_npy(src / f"{name}.npy", ndim=2, mmap=True, what=f"activations of {name}")
-            if acts.shape != (n, int(row["dim"])):
+            acts = artifacts.load_rows(src / f"{name}.npy", n, what=f"activations of {name}", mmap=True)
+            if acts.shape[1] != int(row["dim"]):
                 raise UserError(f"{src / (name + '.npy')} has shape {acts.shape}, layers.json says "
                                 f"({n}, {row['dim']}); rerun `dvc repro extract`")
             entry: dict[str, Any] = {}

@@ -17,7 +17,6 @@ from typing import Any
 
 from pipeline import artifacts, memory, paths
 from pipeline.config import Params
-from pipeline.errors import UserError
 from pipeline.probes import linear_probe
 from pipeline.runtime import limit_threads, log, progress
 
@@ -39,10 +38,7 @@ def run(params: Params) -> dict[str, Any]:
         bar = progress(names, desc="probe", unit="layer")
         for name in bar:
             bar.set_postfix_str(name, refresh=False)
-            x = artifacts.load_npy(act / f"{name}.npy", ndim=2, what="activations")
-            if len(x) != len(labels):
-                raise UserError(f"{act / (name + '.npy')}: {len(x)} rows but labels.npy has {len(labels)}; "
-                                f"rerun extract (`dvc repro extract`)")
+            x = artifacts.load_rows(act / f"{name}.npy", len(labels))
             result = linear_probe(x, labels, test_fraction=cfg.test_fraction, C=cfg.C, max_iter=cfg.max_iter,
                                   max_dims=cfg.max_dims, seed=cfg.seed)
             if "skipped" in result:

@@ -72,11 +72,8 @@ def run(params: Params) -> dict[str, Any]:
                  if penultimate in layers else None)
         tensors = {}
         for name in layers:
-            x = artifacts.load_npy(src / f"{name}.npy", dtype=np.floating, ndim=2, mmap=True,
-                                   what=f"activations of {name}")
-            if len(x) != n:
-                raise UserError(f"{src / f'{name}.npy'} has {len(x)} rows but labels.npy has {n}; "
-                                f"rerun `dvc repro extract`")
+            x = artifacts.check_rows(artifacts.load_npy(src / f"{name}.npy", dtype=np.floating, ndim=2, mmap=True,
+                                                        what=f"activations of {name}"), n, src / f"{name}.npy")
             tensors[stems[name]] = x
         preds = confidence = None
         if index.get("task", "classify") == "classify" and (src / "preds.npy").exists():
@@ -88,9 +85,7 @@ def run(params: Params) -> dict[str, Any]:
         images = None
         if cfg.sprite:
             indices = artifacts.load_npy(src / "indices.npy", dtype=np.integer, ndim=1, what="indices")
-            if len(indices) != n:
-                raise UserError(f"{src / 'indices.npy'} has {len(indices)} rows but labels.npy has {n}; "
-                                f"rerun `dvc repro extract`")
+            artifacts.check_rows(indices, n, src / "indices.npy")
             images = _thumbnails(indices.astype(np.int64), index.get("split", "test"))
             if projector.sprite_capacity(images.shape[2:]) < 2:
                 raise UserError(f"projector: {images.shape[2]}x{images.shape[3]} px images are too large for "

@@ -91,13 +91,6 @@ def points_columns(coords: np.ndarray, labels: np.ndarray, classes: list[str],
     return columns
 
 
-def _load_layer(path: Path, n: int) -> np.ndarray:
-    x = artifacts.load_npy(path, ndim=2, what="activations")
-    if len(x) != n:
-        raise UserError(f"{path}: {len(x)} rows but labels.npy has {n}; rerun extract (`dvc repro extract`)")
-    return x
-
-
 def _snapshots(method: str, cfg: ReduceConfig, index: dict, act: Path, out: Path, labels: np.ndarray,
                anchors: dict[str, tuple[np.ndarray, np.ndarray]], info: dict) -> None:
     """Map each snapshot layer at every snapshot step, backwards from the final model."""
@@ -107,7 +100,7 @@ def _snapshots(method: str, cfg: ReduceConfig, index: dict, act: Path, out: Path
         return
     for layer in layers:
         backwards = entries[::-1]
-        frames = (_load_layer(act / e["dir"] / f"{layer}.npy", len(labels)) for e in backwards)  # lazily
+        frames = (artifacts.load_rows(act / e["dir"] / f"{layer}.npy", len(labels)) for e in backwards)  # lazily
         bar = progress(total=len(backwards), desc=f"{method} {layer} snapshots", unit="frame", leave=False)
         results = embed_frames(frames, method, seed=cfg.seed, pca_dims=cfg.pca_dims, start=anchors.get(layer),
                                on_frame=lambda: bar.update(1), **getattr(cfg, method).model_dump())
@@ -150,9 +143,8 @@ def run(params: Params, method: str) -> dict[str, Any]:
         limit_threads(len(labels))                 # small inputs: one thread is faster (runtime.limit_threads)
         preds = (artifacts.load_npy(act / "preds.npy", dtype=np.integer, ndim=1, what="predictions")
                  if (act / "preds.npy").exists() else None)
-        if preds is not None and len(preds) != len(labels):
-            raise UserError(f"{act / 'preds.npy'}: {len(preds)} rows but labels.npy has {len(labels)}; "
-                            f"rerun extract (`dvc repro extract`)")
+        if preds is not None:
+            artifacts.check_rows(preds, len(labels), act / "preds.npy")
         layer_names = [row["name"] for row in index["layers"]]
         place = {name: i for i, name in enumerate(layer_names, start=1)}
         n_layers = len(layer_names)
@@ -177,7 +169,7 @@ def run(params: Params, method: str) -> dict[str, Any]:
         bar = progress(layer_names, desc=f"reduce {method}", unit="layer")
         for name in bar:
             bar.set_postfix_str(name, refresh=False)
-            x = _load_layer(act / f"{name}.npy", len(labels))
+            x = artifacts.load_rows(act / f"{name}.npy", len(labels))
             twin = seen.setdefault(fingerprint(x), name)
             if twin != name:                       # e.g. flatten == pool2, dropout at eval: same map
                 info["layers"][name] = {**info["layers"][twin], "same_as": twin}

@@ -96,7 +96,8 @@ class Inputs:
     methods: list[str] = field(default_factory=list)               # methods with an embedding folder
 
     def activations(self, layer: str) -> np.ndarray:
-        return Rows(paths.ACTIVATIONS / f"{layer}.npy", len(self.labels), "activations").load()
+        path = paths.ACTIVATIONS / f"{layer}.npy"
+        return Rows(path, len(self.labels), "activations", artifacts.EXTRACT_FIX).load()
 
 
 def choose_layer(cfg: RenderConfig, index: dict[str, Any], layers: list[str]) -> str:
