@@ -221,7 +221,7 @@ def _dtype_name(dtype: Any) -> str:
 # Layer names become file and folder names (``<layer>.npy``, ``snapshots/<layer>/``): no separators,
 # no leading dot (no ``..``, no hidden files), so a crafted layers.json cannot write outside a stage's folder.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_SNAPSHOT_DIR = re.compile(r"^snapshots/step_[0-9]{6,}$")
+_SNAPSHOT_DIR = re.compile(rf"^{paths.SNAPSHOTS}/step_[0-9]{{{paths.STEP_DIGITS},}}$")   # paths.activation_snapshot
 
 
 def check_name(name: Any, where: str) -> str:

@@ -109,3 +109,46 @@ def layer_stem(position: int, n_layers: int, layer: str) -> str:
 def points_file(method: str, position: int, n_layers: int, layer: str) -> Path:
     """plots/points/<method>/<NN>_<layer>.csv: one map's points for DVC's plots (network order)."""
     return points_dir(method) / f"{layer_stem(position, n_layers, layer)}.csv"
+
+
+# --- file-name patterns of the weight snapshots and what is computed from them (one home) --------
+# data/model/snapshots/step_NNNNNN.safetensors + index.json (train), data/activations/snapshots/step_NNNNNN/
+# (extract: one .npy per snapshot layer), data/embeddings/<method>/snapshots/<layer>/step_NNNNNN.npy (reduce).
+
+SNAPSHOTS = "snapshots"                            # folder name of the snapshots and of their per-step outputs
+MODEL_SNAPSHOTS = MODEL / SNAPSHOTS                # train: one safetensors file per snapshot step
+SNAPSHOT_INDEX_NAME = "index.json"
+SNAPSHOT_INDEX = MODEL_SNAPSHOTS / SNAPSHOT_INDEX_NAME   # {"snapshots": [{"step", "epoch", "file"}, ...]}
+STEP_DIGITS = 6                                    # step_000200: sorted by name is sorted by step
+
+
+def step_name(step: int) -> str:
+    """``step_000200`` for step 200 (more digits past 999,999 steps)."""
+    return f"step_{int(step):0{STEP_DIGITS}d}"
+
+
+def step_of(name: str) -> int | None:
+    """The step of a ``step_NNNNNN`` name (a file stem or folder name), or None for other names."""
+    digits = name.removeprefix("step_")
+    return int(digits) if name.startswith("step_") and digits.isdigit() and len(digits) >= STEP_DIGITS else None
+
+
+def snapshot_weights_name(step: int) -> str:
+    """File name of one weight snapshot in :data:`MODEL_SNAPSHOTS` (as index.json records it)."""
+    return f"{step_name(step)}.safetensors"
+
+
+def activation_snapshot(step: int) -> str:
+    """Folder of one snapshot's activations, relative to :data:`ACTIVATIONS` (layers.json ``dir``)."""
+    return f"{SNAPSHOTS}/{step_name(step)}"
+
+
+def embedding_snapshots(method: str) -> Path:
+    """Folder of the snapshot maps of ``method``: one subfolder per layer."""
+    return embedding_dir(method) / SNAPSHOTS
+
+
+def embedding_snapshot(layer: str, step: int, folder: Path | None = None) -> Path:
+    """One snapshot map, ``<layer>/step_NNNNNN.npy`` under ``folder`` (default: none; give
+    :func:`embedding_snapshots` of a method, or another run's copy of it)."""
+    return (Path() if folder is None else folder) / layer / f"{step_name(step)}.npy"

@@ -173,7 +173,8 @@ def load_run(files: Reader, *, methods: Sequence[str] | None, max_snapshots: int
             frames = []
             for k in thin_frames(len(steps), max_snapshots):
                 step = int(steps[k])
-                xy = rows(folder / "snapshots" / snap_layer / f"step_{step:06d}.npy", f"{method} snapshot map", 2)
+                xy = rows(paths.embedding_snapshot(snap_layer, step, folder / paths.SNAPSHOTS),
+                          f"{method} snapshot map", 2)
                 if xy is None:
                     continue
                 meta = steps_meta.get(step) or {}

@@ -124,7 +124,7 @@ def run(params: Params) -> dict[str, Any]:
         shapes = layer_shapes(model, layers, tuple(meta["input_shape"]))
         _check_memory(cfg, shapes, images, len(snapshot_layers))
         log(f"extracting {len(layers)} layers for {len(idx)} {cfg.split} images ({cfg.dtype}) on {device}")
-        index_path = paths.MODEL / "snapshots" / "index.json"
+        index_path = paths.SNAPSHOT_INDEX
         entries = artifacts.load_json(index_path, "snapshot index")["snapshots"] if index_path.exists() else []
         snap_shapes = {name: shapes.get(name) or layer_shapes(model, [name], tuple(meta["input_shape"]))[name]
                        for name in snapshot_layers}
@@ -146,8 +146,8 @@ def run(params: Params) -> dict[str, Any]:
 
         snapshots = []
         for entry in progress(entries, desc="snapshots", unit="snapshot", leave=False):
-            load_weights_into(model, paths.MODEL / "snapshots" / entry["file"])
-            sub = f"snapshots/step_{int(entry['step']):06d}"
+            load_weights_into(model, paths.MODEL_SNAPSHOTS / entry["file"])
+            sub = paths.activation_snapshot(int(entry["step"]))
             sinks = _open_sinks(out / sub, snap_shapes, len(idx), cfg.dtype)
             snap_logits = record_activations(model, images, normalize, snapshot_layers, sinks,
                                              batch_size=cfg.batch_size, desc=f"step {entry['step']}")

@@ -112,7 +112,7 @@ def _snapshots(method: str, cfg: ReduceConfig, index: dict, act: Path, out: Path
                 log(f"warning: reduce {method}: layer {layer} at step {step} skipped: {result}")
                 skipped.append({"step": step, "reason": str(result)})
                 continue
-            artifacts.save_npy(out / "snapshots" / layer / f"step_{step:06d}.npy", result.coords)
+            artifacts.save_npy(paths.embedding_snapshot(layer, step, paths.embedding_snapshots(method)), result.coords)
             steps.append(step)
             acc = knn_accuracy(result.coords, labels, cfg.knn_k, seed=cfg.seed)
             frame_metrics.append({"step": step, "knn_accuracy": None if acc is None else round(acc, 6)})

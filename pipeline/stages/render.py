@@ -203,18 +203,13 @@ def _embedding(method: str) -> tuple[dict[str, np.ndarray], dict[str, str], dict
 
 
 def _snapshot_frames(method: str, layer: str) -> list[tuple[int, Path]]:
-    folder = paths.embedding_dir(method) / "snapshots" / layer
-    frames = []
-    for path in sorted(folder.glob("step_*.npy")):
-        try:
-            frames.append((int(path.stem.removeprefix("step_")), path))
-        except ValueError:
-            continue
-    return sorted(frames)
+    folder = paths.embedding_snapshots(method) / layer
+    steps = [(paths.step_of(path.stem), path) for path in sorted(folder.glob("*.npy"))]
+    return sorted((step, path) for step, path in steps if step is not None)
 
 
 def _snapshot_layers(method: str) -> list[str]:
-    folder = paths.embedding_dir(method) / "snapshots"
+    folder = paths.embedding_snapshots(method)
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
@@ -419,7 +414,7 @@ def plan_dataset(inp: Inputs) -> Plan:
 
 
 def _snapshot_index() -> list[dict[str, Any]]:
-    path = paths.MODEL / "snapshots" / "index.json"
+    path = paths.SNAPSHOT_INDEX
     if not path.exists():
         return []
     rows = artifacts.load_json(path, "snapshot index").get("snapshots") or []
@@ -481,7 +476,7 @@ def plan_autoencoder(inp: Inputs, colors: np.ndarray, *, noise: float, noise_kin
         images, mses = [], []
         target = clean[measured]
         for row in progress(snapshots, desc="render: snapshot reconstructions", unit="snapshot"):
-            load_weights_into(snap_model, paths.MODEL / "snapshots" / row["file"])
+            load_weights_into(snap_model, paths.MODEL_SNAPSHOTS / row["file"])
             mses.append(ae_plots.pixel_mse(reconstruct(snap_model, inp.pixels[measured], normalize), target))
             images.append(ae_plots.to_display(reconstruct(snap_model, inp.pixels[one], normalize)))
         steps = [int(r["step"]) for r in snapshots]

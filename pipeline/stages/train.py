@@ -32,9 +32,6 @@ from pipeline.training import check_compile, filter_grid, fit, per_class_accurac
 
 __all__ = ["run"]
 
-SNAPSHOT_DIR = "snapshots"
-
-
 class _Snapshots:
     """Saves weights every ``every`` steps (and at step 0) under ``directory``."""
 
@@ -49,12 +46,12 @@ class _Snapshots:
             return
         if any(s["step"] == step for s in self.index):
             return
-        name = f"step_{step:06d}.safetensors"
+        name = paths.snapshot_weights_name(step)
         artifacts.save_safetensors(self.directory / name, model.state_dict())
         self.index.append({"step": step, "epoch": round(step / self.steps_per_epoch, 4), "file": name})
 
     def write_index(self) -> None:
-        artifacts.save_json(self.directory / "index.json", {"snapshots": self.index})
+        artifacts.save_json(self.directory / paths.SNAPSHOT_INDEX_NAME, {"snapshots": self.index})
 
 
 def _open_live(directory: Path) -> Any:
@@ -114,7 +111,7 @@ def run(params: Params) -> dict[str, Any]:
             f"({len(data.train_labels)} train / {len(data.test_labels)} test) on {device}")
 
         steps_per_epoch = math.ceil(len(data.train_labels) / cfg.batch_size)
-        snapshots = _Snapshots(paths.MODEL / SNAPSHOT_DIR, cfg.snapshot_every, steps_per_epoch)
+        snapshots = _Snapshots(paths.MODEL_SNAPSHOTS, cfg.snapshot_every, steps_per_epoch)
         tb = SummaryWriter(log_dir=str(paths.TRAIN_LOGS / "tensorboard"))
         live = _open_live(paths.TRAIN_METRICS)
 
