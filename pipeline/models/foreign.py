@@ -34,7 +34,7 @@ from torch import nn
 
 from pipeline.config import TORCHVISION_PREFIX, ModelConfig
 from pipeline.errors import ConfigError, UserError
-from pipeline.models.common import Network
+from pipeline.models.common import Network, eval_mode
 
 __all__ = ["ForeignClassifier", "build_torchvision", "build_custom", "torchvision_names", "small_stem",
            "auto_layers", "leaf_layers", "STEM"]
@@ -317,17 +317,15 @@ def _probe(net: nn.Module, input_shape: tuple[int, ...], n_classes: int, *, what
             order.append(name)                       # every call, in execution order
             calls[name] = calls.get(name, 0) + 1
         handles.append(module.register_forward_hook(hook))
-    was_training = net.training
-    net.eval()
     error = ConfigError if config else UserError
     shape = "x".join(str(s) for s in input_shape)
     try:
         device = next(net.parameters(), torch.empty(0)).device
-        out = net(torch.zeros((2, *input_shape), device=device))
+        with eval_mode(net):
+            out = net(torch.zeros((2, *input_shape), device=device))
     except Exception as exc:  # noqa: BLE001 - the model does not fit these inputs
         raise error(f"{what} does not run on {shape} images ({_one_line(exc)}); {fix}") from None
     finally:
-        net.train(was_training)
         for h in handles:
             h.remove()
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, int(n_classes)):

@@ -35,7 +35,7 @@ from pipeline.datasets import load_prepared
 from pipeline.errors import UserError
 from pipeline.models import load_meta, load_model
 from pipeline.models.common import Network
-from pipeline.runtime import log, normalizer, progress
+from pipeline.runtime import log, normalized_batches, normalizer, progress
 
 __all__ = ["run", "export_onnx", "export_torchscript", "compare_outputs", "ONNX_FILE", "TORCHSCRIPT_FILE",
            "INFO_FILE", "INSTALL_HINT"]
@@ -100,10 +100,9 @@ def export_torchscript(model: Network, example: torch.Tensor, path: Path) -> Non
 
 def _batched(fn: Callable[[torch.Tensor], np.ndarray], images: np.ndarray, normalize: Callable, desc: str) -> np.ndarray:
     """Run ``fn`` on normalised batches of uint8 ``images`` (N, C, H, W); concatenated float32 outputs."""
-    parts = []
-    for start in progress(range(0, len(images), _BATCH), desc=desc, unit="batch", leave=False):
-        x = normalize(torch.from_numpy(np.ascontiguousarray(images[start:start + _BATCH])))
-        parts.append(np.asarray(fn(x), dtype=np.float32))
+    batches = normalized_batches(images, normalize, _BATCH)
+    parts = [np.asarray(fn(x), dtype=np.float32)
+             for _, x in progress(batches, total=-(-len(images) // _BATCH), desc=desc, unit="batch", leave=False)]
     return np.concatenate(parts)
 
 
