@@ -319,8 +319,7 @@ def load_safetensors(path: str | Path) -> dict:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: not a valid safetensors file ({first}); weights must be saved with "
+        raise UserError(f"{path}: not a valid safetensors file ({first_line(exc)}); weights must be saved with "
                         f"safetensors.torch.save_file (pickled .pt files are refused)") from None
 
 

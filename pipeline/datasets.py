@@ -361,9 +361,8 @@ def _explain(exc: BaseException, raw: _RawFiles, cfg: DataConfig) -> UserError:
     problem = raw.problem()
     if problem:
         return UserError(problem)
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return UserError(f"{cfg.dataset}: torchvision.datasets.{raw.cls.__name__} could not read {raw.folder} "
-                     f"({type(exc).__name__}: {first}); {_fix()}")
+                     f"({type(exc).__name__}: {artifacts.first_line(exc)}); {_fix()}")
 
 
 def _open(cls: type, raw: _RawFiles, cfg: DataConfig, *, train: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
