@@ -201,7 +201,7 @@ class ExtractConfig(_Section):
 
 class PCAConfig(_Section):
     n_components: int = Field(2, ge=2, le=3)
-    whiten: bool = False                            # "sphereize": unit variance per component
+    whiten: bool = False                            # unit variance per component (not sphereize: reduce.sphereize)
 
 
 class TSNEConfig(_Section):
@@ -228,6 +228,7 @@ class ReduceConfig(_Section):
     pca_dims: int = Field(50, ge=2, le=4096)        # PCA to this many dims before t-SNE / UMAP
     seed: int = Field(0, ge=0)
     knn_k: int = Field(10, ge=1, le=100)            # k of the kNN accuracy and trustworthiness
+    sphereize: bool = False                         # centre every point and scale it to unit length first
     pca: PCAConfig = PCAConfig()
     tsne: TSNEConfig = TSNEConfig()
     umap: UMAPConfig = UMAPConfig()

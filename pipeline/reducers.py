@@ -9,7 +9,9 @@ same prepared input (:func:`prepare`):
    raise :class:`SkipLayer` with the reason -- the caller records it and goes on;
 2. centred, and divided by the largest absolute value (a unit-free scale, so float32 layers
    with huge or tiny values behave alike). Features are *not* standardised one by one: that
-   would blow near-dead units (noise) up to the weight of informative ones;
+   would blow near-dead units (noise) up to the weight of informative ones. With
+   ``reduce.sphereize`` every point is then scaled to unit length (TensorBoard's "Spherize
+   data", :func:`sphereize`): only its direction from the centroid counts;
 3. rotated onto its principal components, keeping ``min(reduce.pca_dims, n, dim)`` of them.
    t-SNE and (Euclidean) UMAP are fitted on these, as is usual (denoises, and makes the
    neighbour search cheap for 4,704-wide conv maps); PCA takes the first 2 or 3.
@@ -64,7 +66,7 @@ from pipeline.config import METHODS, PCAConfig, ReduceConfig, TSNEConfig, UMAPCo
 from pipeline.errors import ConfigError
 
 __all__ = [
-    "Embedding", "Features", "SkipLayer", "MIN_POINTS", "FFT_THRESHOLD", "THREADS_FROM", "embed", "embed_frames",
+    "Embedding", "Features", "SkipLayer", "sphereize", "MIN_POINTS", "FFT_THRESHOLD", "THREADS_FROM", "embed", "embed_frames",
     "prepare", "check_config", "tsne_gradient_method", "clamp_perplexity", "clamp_neighbors",
     "align_procrustes", "rescale", "fingerprint", "cuml_available", "exact_knn",
     "EXACT_KNN_MAX", "numba_cache_dir", "numba_disk_cache", "frame_options", "FRAME_TSNE_ITER", "FRAME_UMAP_EPOCHS",
@@ -190,8 +192,21 @@ def clamp_neighbors(n_neighbors: int, n: int) -> int:
 
 # --------------------------------------------------------------------------- preparation
 
-def prepare(x: np.ndarray, pca_dims: int, seed: int, *, keep_scaled: bool = False) -> Features:
+def sphereize(x: np.ndarray) -> np.ndarray:
+    """TensorBoard's "Spherize data": every point (row of ``x``, (n, dim)) shifted by the centroid of
+    all points and scaled to unit length, so its direction counts and its magnitude does not. A
+    point at the centroid stays at 0. Returns a new float64 array."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    return centred / np.where(norms > 0, norms, 1.0)
+
+
+def prepare(x: np.ndarray, pca_dims: int, seed: int, *, keep_scaled: bool = False,
+            sphereize: bool = False) -> Features:
     """Check ``x`` (n, dim) and rotate it onto its first ``min(pca_dims, n, dim)`` principal axes.
+    ``sphereize``: first move every point to unit distance from the centroid (:func:`sphereize`),
+    so the explained-variance ratios are those of the sphereized points.
 
     Raises :class:`SkipLayer` for fewer than :data:`MIN_POINTS` points, any NaN/inf value, or a
     constant layer (every feature's std below ``CONSTANT_TOL`` x the largest |value|).
@@ -221,6 +236,12 @@ def prepare(x: np.ndarray, pca_dims: int, seed: int, *, keep_scaled: bool = Fals
     if float(std.max()) < CONSTANT_TOL:
         raise SkipLayer(f"constant layer (largest feature std {float(std.max()) * scale:.3g} "
                         f"for values up to {scale:.3g}; dead or saturated units)")
+    if sphereize:                                            # unit length from the centroid; unit-free
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x /= np.where(norms > 0, norms, 1.0)
+        if scaled is not None:
+            scaled = x.copy()
+        scale = 1.0
     k = int(min(pca_dims, n, dim))
     pca = PCA(n_components=k, svd_solver="auto", random_state=seed)
     pcs = pca.fit_transform(x)                               # (n, k)
@@ -478,14 +499,15 @@ def _n_jobs(n: int) -> int:
 
 # --------------------------------------------------------------------------- the one entry point
 
-def embed(x: np.ndarray, method: str, /, *, seed: int, pca_dims: int = 50, layout: Optional[np.ndarray] = None,
-          features: Optional[Features] = None, **options: Any) -> Embedding:
+def embed(x: np.ndarray, method: str, /, *, seed: int, pca_dims: int = 50, sphereize: bool = False,
+          layout: Optional[np.ndarray] = None, features: Optional[Features] = None, **options: Any) -> Embedding:
     """Map ``x`` (n, dim) to (n, 2 or 3) with ``method`` (``pca``, ``tsne`` or ``umap``).
 
     ``options``: the method's hyperparameters, the keys of ``reduce.<method>`` in params.yaml
     with the same defaults (e.g. ``n_components=3, perplexity=50``; t-SNE's gradient ``method``
     too: ``x`` and ``method`` are positional-only); ``pca_dims``: principal components t-SNE and
-    UMAP are fitted on.
+    UMAP are fitted on; ``sphereize``: every point centred and scaled to unit length first
+    (``reduce.sphereize``, :func:`sphereize`).
     ``layout`` (n, d): a starting layout for t-SNE / UMAP (e.g. the previous snapshot's map),
     rescaled here; PCA ignores it. ``features``: a :func:`prepare` result to reuse.
     Raises :class:`SkipLayer` (with the reason) when ``x`` cannot be embedded; never returns
@@ -500,7 +522,7 @@ def embed(x: np.ndarray, method: str, /, *, seed: int, pca_dims: int = 50, layou
     if features is None:
         keep = method == "umap" and cfg.umap.metric != "euclidean"
         features = prepare(x, cfg.pca_dims if method != "pca" else max(cfg.pca_dims, d), seed,
-                           keep_scaled=keep)
+                           keep_scaled=keep, sphereize=sphereize)
     n = len(features.pcs)
     if layout is not None:
         layout = np.asarray(layout, dtype=np.float64)
@@ -527,7 +549,8 @@ def embed(x: np.ndarray, method: str, /, *, seed: int, pca_dims: int = 50, layou
         raise SkipLayer(f"{method} returned shape {coords.shape}, expected {(n, d)}")
     if not np.isfinite(coords).all():
         raise SkipLayer(f"{method} returned {int((~np.isfinite(coords)).sum())} non-finite coordinates")
-    info = {"method": method, **used, "pca_dims": int(features.pcs.shape[1]), "input_dims": features.dim,
+    info = {"method": method, **used, "sphereize": bool(sphereize), "pca_dims": int(features.pcs.shape[1]),
+            "input_dims": features.dim,
             "constant_features": features.constant_features, "notes": notes,
             "seconds": round(time.perf_counter() - started, 3)}
     return Embedding(coords=coords.astype(np.float32), info=info, features=features)
@@ -575,10 +598,10 @@ def frame_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def embed_frames(frames: Iterable[np.ndarray], method: str, /, *, seed: int, pca_dims: int = 50,
-                 start: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                 sphereize: bool = False, start: Optional[tuple[np.ndarray, np.ndarray]] = None,
                  on_frame: Optional[Callable[[], None]] = None, **options: Any) -> list[Embedding | SkipLayer]:
     """Map a sequence of activation arrays of the same points, each frame aligned to the last.
-    ``method``, ``seed``, ``pca_dims`` and ``options`` as for :func:`embed`.
+    ``method``, ``seed``, ``pca_dims``, ``sphereize`` and ``options`` as for :func:`embed`.
 
     Frames are processed in the order given. ``start = (x, coords)``: a layer already mapped
     (e.g. the final model's) that the first frame starts from; a frame equal to that ``x``
@@ -596,9 +619,9 @@ def embed_frames(frames: Iterable[np.ndarray], method: str, /, *, seed: int, pca
         else:
             try:
                 if method == "pca" or previous is None:
-                    emb = embed(x, method, seed=seed, pca_dims=pca_dims, **options)
+                    emb = embed(x, method, seed=seed, pca_dims=pca_dims, sphereize=sphereize, **options)
                 else:                                        # a shorter budget: see frame_options
-                    emb = embed(x, method, seed=seed, pca_dims=pca_dims, layout=previous,
+                    emb = embed(x, method, seed=seed, pca_dims=pca_dims, sphereize=sphereize, layout=previous,
                                 **frame_options(method, options))
             except SkipLayer as exc:
                 out.append(exc)

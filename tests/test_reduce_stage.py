@@ -12,6 +12,7 @@ import pytest
 from pipeline import paths
 from pipeline.config import load_params, parse_params
 from pipeline.errors import ConfigError, UserError
+from pipeline.reducers import prepare
 from pipeline.stages import reduce as reduce_stage
 from tests.conftest import TINY_PARAMS, run_cli
 
@@ -112,6 +113,11 @@ def test_reduce_writes_every_output(synthetic: dict, method: str, capfd: pytest.
         assert m["knn_accuracy"] == 1.0 and m["knn_accuracy_full"] == 1.0
         assert 0.9 < m["trustworthiness"] <= 1.0 and -1 <= m["silhouette"] <= 1
         assert ("explained_variance" in m) == (method == "pca")
+        if method == "pca":                                    # with and without reduce.sphereize (off here)
+            x = np.load(paths.ACTIVATIONS / f"{good}.npy")
+            other = prepare(x, 2, 0, sphereize=True).ratios[:2].sum()
+            assert m["explained_variance_plain"] == m["explained_variance"]
+            assert m["explained_variance_sphereized"] == pytest.approx(other, abs=1e-5)
         coords = np.load(out / f"{good}.npy")
         assert coords.shape == (60, 2) and coords.dtype == np.float32 and np.isfinite(coords).all()
         assert info["layers"][good]["status"] == "ok" and "seconds" not in info["layers"][good]

@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.quality import explained_variance, knn_accuracy, map_metrics, silhouette, trustworthiness
 from pipeline.reducers import (
     MIN_POINTS, Embedding, SkipLayer, align_procrustes, check_config, clamp_neighbors, clamp_perplexity,
-    FRAME_TSNE_ITER, FRAME_UMAP_EPOCHS, embed, embed_frames, frame_options, prepare, tsne_gradient_method,
+    FRAME_TSNE_ITER, FRAME_UMAP_EPOCHS, embed, embed_frames, frame_options, prepare, sphereize, tsne_gradient_method,
 )
 
 FAST = {"pca_dims": 10, "tsne": {"perplexity": 10, "early_exaggeration_iter": 30, "n_iter": 60},
@@ -109,6 +109,37 @@ def test_pca_explained_variance_and_units() -> None:
     ratios = emb.info["explained_variance_ratio"]
     assert explained_variance(np.array(ratios), 2) == pytest.approx(13 / 14.01, abs=0.01)
     assert emb.coords.std(axis=0) == pytest.approx([3.0, 2.0], rel=0.05)   # original units
+
+
+def test_sphereize_puts_every_point_at_unit_distance_from_the_centroid() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.integers(-9, 10, size=(25, 6)).astype(float) * np.array([10.0, 1, 1, 1, 1, 1])
+    x = np.concatenate([a, -a, np.zeros((1, 6))]) + 5.0     # integers: the centroid is exactly (5, ..., 5)
+    s = sphereize(x)
+    norms = np.linalg.norm(s, axis=1)
+    moved = np.linalg.norm(x - 5.0, axis=1) > 0
+    assert norms[50] == 0.0 and np.allclose(norms[moved], 1.0)   # the point at the centroid stays at 0
+    centred = x - x.mean(axis=0)
+    np.testing.assert_allclose(s[3], centred[3] / np.linalg.norm(centred[3]))   # same direction
+
+
+def test_sphereize_changes_the_explained_variance_and_the_map() -> None:
+    rng = np.random.default_rng(0)
+    # ten points far out along one axis: plain PCA gives that axis almost all the variance; on
+    # the sphere every point counts once, whatever its length, and the cloud is nearly round
+    x = rng.normal(size=(400, 5))
+    x[:10, 0] *= 100.0
+    plain = embed(x, "pca", seed=0, **opts("pca"))
+    sphere = embed(x, "pca", seed=0, sphereize=True, **opts("pca"))
+    ev_plain = explained_variance(np.array(plain.info["explained_variance_ratio"]), 2)
+    ev_sphere = explained_variance(np.array(sphere.info["explained_variance_ratio"]), 2)
+    ref = np.linalg.svd(sphereize(x) - sphereize(x).mean(axis=0), compute_uv=False) ** 2
+    assert ev_sphere == pytest.approx(ref[:2].sum() / ref.sum(), abs=1e-6)
+    assert ev_plain > 0.8 and ev_sphere < 0.6
+    assert sphere.info["sphereize"] is True and plain.info["sphereize"] is False
+    assert np.abs(sphere.coords).max() < 2.0                 # unit-sphere points, projected and recentred
+    tsne = embed(x, "tsne", seed=0, sphereize=True, **opts("tsne"))
+    assert tsne.coords.shape == (400, 2) and tsne.info["sphereize"] is True
 
 
 def test_pca_with_fewer_features_than_components_pads() -> None:

@@ -38,7 +38,7 @@ from pipeline import artifacts, memory, paths
 from pipeline.config import METHOD_NAMES, METHODS, Params, ReduceConfig
 from pipeline.errors import UsageError, UserError
 from pipeline.quality import explained_variance, knn_accuracy, map_metrics
-from pipeline.reducers import Embedding, SkipLayer, check_config, embed, embed_frames, fingerprint
+from pipeline.reducers import Embedding, SkipLayer, check_config, embed, embed_frames, fingerprint, prepare
 from pipeline.runtime import limit_threads, log, progress
 
 __all__ = ["run", "layer_metrics", "points_columns", "FULL_KNN_MAX"]
@@ -62,7 +62,15 @@ def layer_metrics(x: np.ndarray, emb: Embedding, labels: np.ndarray, method: str
     if acc is not None:
         out["knn_accuracy_full"] = round(acc, 6)
     if method == "pca":
-        out["explained_variance"] = round(explained_variance(emb.features.ratios, cfg.pca.n_components), 6)
+        d = cfg.pca.n_components
+        shown = round(explained_variance(emb.features.ratios, d), 6)      # of what the map shows
+        try:                                                               # the same layer the other way
+            other = round(explained_variance(prepare(x, d, cfg.seed, sphereize=not cfg.sphereize).ratios, d), 6)
+        except SkipLayer:
+            other = None
+        out["explained_variance"] = shown
+        out["explained_variance_plain"] = other if cfg.sphereize else shown
+        out["explained_variance_sphereized"] = shown if cfg.sphereize else other
     if emb.info.get("notes"):
         out["clamped"] = "; ".join(emb.info["notes"])
     return out
@@ -102,7 +110,8 @@ def _snapshots(method: str, cfg: ReduceConfig, index: dict, act: Path, out: Path
         backwards = entries[::-1]
         frames = (artifacts.load_rows(act / e["dir"] / f"{layer}.npy", len(labels)) for e in backwards)  # lazily
         bar = progress(total=len(backwards), desc=f"{method} {layer} snapshots", unit="frame", leave=False)
-        results = embed_frames(frames, method, seed=cfg.seed, pca_dims=cfg.pca_dims, start=anchors.get(layer),
+        results = embed_frames(frames, method, seed=cfg.seed, pca_dims=cfg.pca_dims, sphereize=cfg.sphereize,
+                               start=anchors.get(layer),
                                on_frame=lambda: bar.update(1), **getattr(cfg, method).model_dump())
         bar.close()
         steps, frame_metrics, skipped = [], [], []
@@ -182,7 +191,7 @@ def run(params: Params, method: str) -> dict[str, Any]:
                         anchors[name] = (x, mapped[twin])
                 continue
             try:
-                emb = embed(x, method, seed=cfg.seed, pca_dims=cfg.pca_dims, **options)
+                emb = embed(x, method, seed=cfg.seed, pca_dims=cfg.pca_dims, sphereize=cfg.sphereize, **options)
             except SkipLayer as exc:
                 log(f"warning: reduce {method}: layer {name} skipped: {exc}")
                 info["layers"][name] = {"status": "skipped", "reason": str(exc)}
