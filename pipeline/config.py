@@ -247,6 +247,10 @@ class RenderConfig(_Section):
     layer: Optional[str] = None                     # outliers / evolution / class-distance detail; None: before output
     n_outliers: int = Field(8, ge=1, le=64)         # farthest images per class in the outlier grid
     redundancy_threshold: float = Field(0.9, gt=0, le=1)  # |corr| of two filters that marks them redundant
+    redundancy_shift: int = Field(1, ge=0, le=8)    # activation correlation: best over shifts up to this many px
+    max_channels: int = Field(16, ge=1, le=256)     # feature-map figures: channels shown per layer
+    montage_per_class: int = Field(10, ge=1, le=50) # dataset montage: training images per class
+    atlas_grid: int = Field(20, ge=2, le=60)        # thumbnail maps: cells per side of the grid over the map
     dpi: int = Field(110, ge=50, le=600)            # PNG resolution (the GIFs use at most 80)
 
 

@@ -87,7 +87,11 @@ def test_render_on_the_tiny_pipeline(staged_ws: Path) -> None:
     expected |= {"dataset_mean_std.png", "progression_pca.png", "progression_tsne.png", "filters_conv1.png", "filters_conv2.png",
                  "redundancy_conv1.png", "feature_maps.png", "dense_activations.png", "confusion.png",
                  f"outliers_{layer}.png", "class_distances.png", f"class_distances_{layer}.png",
-                 "class_embedding.png", f"evolution_pca_{layer}.png", f"evolution_pca_{layer}.gif"}
+                 "class_embedding.png", f"evolution_pca_{layer}.png", f"evolution_pca_{layer}.gif",
+                 "redundancy_conv2.png", "filters_evolution_conv1.png", "filters_evolution_conv1.gif",
+                 "filters_evolution_conv2.png", "filters_evolution_conv2.gif", "feature_maps_confident_unsure.png",
+                 "dataset_montage.png"}
+    expected |= {f"thumbnails_{m}_{name}.png" for m in ("pca", "tsne") for name in ("input", layer)}
     assert set(files) == expected
     assert "scatter_tsne_flatten.png" not in files and not any("umap" in f for f in files)
     for name in files:
@@ -98,6 +102,8 @@ def test_render_on_the_tiny_pipeline(staged_ws: Path) -> None:
                 assert min(im.size) >= 100, name
     with Image.open(figures / f"evolution_pca_{layer}.gif") as gif:
         assert gif.n_frames == len(index["snapshots"]) >= 2
+    with Image.open(figures / "filters_evolution_conv2.gif") as gif:
+        assert gif.n_frames == len(index["snapshots"])                # one frame per weight snapshot
 
     labels = np.load(ws / paths.ACTIVATIONS / "labels.npy")
     preds = np.load(ws / paths.ACTIVATIONS / "preds.npy")
@@ -112,6 +118,12 @@ def test_render_on_the_tiny_pipeline(staged_ws: Path) -> None:
     metrics = json.loads((ws / paths.RENDER_METRICS).read_text())
     threshold = load_params(ws / "params.yaml").render.redundancy_threshold
     assert metrics["redundant_filter_pairs"] == {"conv1": independent_redundant_pairs(ws, "conv1", threshold)}
+    assert list(metrics["redundancy"]) == ["conv1", "conv2"]            # every conv layer
+    for conv in ("conv1", "conv2"):
+        row = metrics["redundancy"][conv]
+        assert row["weight_pairs"] == independent_redundant_pairs(ws, conv, threshold)
+        assert row["filters"] == index["layers"][layers.index(conv)]["shape"][0]
+        assert 0 <= row["redundant_fraction"] <= 1 and row["activation_pairs"] >= 0
     assert metrics["figures"] == len(files)
     assert metrics["accuracy"] == pytest.approx(float((labels == preds).mean()))
     assert list(metrics["class_separation"]) == layers

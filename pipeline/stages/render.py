@@ -21,7 +21,11 @@ Figure files, with ``<m>`` a method and ``<layer>`` a layer name:
 - ``progression_<m>.png``: every layer of a method, input to output, kNN accuracy per panel
 - ``filters_<conv>.png``: first conv layer's filters; deeper conv layers, filter x input channel
 - ``weights_<dense>.png``: weight images (linear model: one per class; MLP: first hidden units)
-- ``redundancy_<layer>.png``: correlation of the first layer's filters, near-duplicates boxed
+- ``redundancy_<layer>.png``: correlation of a conv layer's filters (every conv layer: by weights
+  and by output maps, :mod:`~pipeline.stages.render_analyses`) or of a dense first layer's units,
+  near-duplicates boxed
+- ``filters_evolution_<conv>.png`` / ``.gif``, ``feature_maps_confident_unsure.png``,
+  ``dataset_montage.png``, ``thumbnails_<m>_<layer>.png``: :mod:`~pipeline.stages.render_analyses`
 - ``feature_maps.png``: every spatial layer's maps for test image ``render.sample_index``
 - ``dense_activations.png``: dense layers for the most confident right / least confident wrong image
 - ``evolution_<m>_<layer>.png`` / ``.gif``: the chosen layer's map at every weight snapshot
@@ -58,6 +62,7 @@ from pipeline.config import METHODS, Params, RenderConfig
 from pipeline.datasets import load_info, split_images
 from pipeline.errors import ConfigError, UserError
 from pipeline.figures import Plan, Rows, draw_all
+from pipeline.stages import render_analyses as analyses
 from pipeline.runtime import log, progress
 
 __all__ = ["run", "Inputs", "load_inputs", "plan_figures", "plan_maps", "plan_weights", "plan_feature_maps",
@@ -230,7 +235,7 @@ def plan_figures(inp: Inputs, cfg: RenderConfig, *, noise: float = 0.0, noise_ki
     plan = Plan()
     plan.extend(plan_maps(inp, colors))
     plan.extend(plan_weights(inp, cfg.redundancy_threshold))
-    plan.extend(plan_feature_maps(inp, cfg.sample_index))
+    plan.extend(plan_feature_maps(inp, cfg.sample_index, cfg.max_channels))
     plan.extend(plan_classifier(inp, colors))
     plan.extend(plan_evolution(inp, layer, colors))
     plan.extend(plan_outliers(inp, layer, cfg.n_outliers, colors))
@@ -238,12 +243,21 @@ def plan_figures(inp: Inputs, cfg: RenderConfig, *, noise: float = 0.0, noise_ki
     plan.extend(plan_dataset(inp))
     if inp.task == "reconstruct" and inp.model is not None:
         plan.extend(plan_autoencoder(inp, colors, noise=noise, noise_kind=noise_kind, seed=seed))
+    # the analyses (pipeline.stages.render_analyses): every conv layer's redundancy, filters over
+    # training, confident / unsure feature maps, dataset montage, thumbnail maps
+    steps_meta = {int(e["step"]): e for e in inp.index.get("snapshots") or []}
+    plan.extend(analyses.plan_redundancy(inp, cfg.redundancy_threshold, cfg.redundancy_shift))
+    plan.extend(analyses.plan_filter_evolution(inp, lambda step: _snapshot_accuracy(steps_meta.get(step), inp.labels)))
+    plan.extend(analyses.plan_confident_unsure(inp, cfg.max_channels, lambda i: _caption(inp, i, short=True)))
+    plan.extend(analyses.plan_montage(inp, cfg.montage_per_class, colors))
+    plan.extend(analyses.plan_thumbnails(inp, layer, cfg.atlas_grid, colors))
     return plan
 
 
 def plan_maps(inp: Inputs, colors: np.ndarray) -> Plan:
     """``scatter_<m>_<layer>.png`` per layer and method, ``progression_<m>.png`` per method."""
     from pipeline import plots
+    from pipeline.plots.embeddings import variance_note
 
     plan, n = Plan(), len(inp.labels)
     for method in inp.methods:
@@ -257,8 +271,9 @@ def plan_maps(inp: Inputs, colors: np.ndarray) -> Plan:
         if shown:
             coords = {name: Rows(coord_paths[name], n, "embedding") for name in shown if name in coord_paths}
             knn = {name: (scores.get(name) or {}).get("knn_accuracy") for name in shown}
+            notes = {name: variance_note(scores.get(name)) for name in shown}   # PCA: explained variance +/- sphereize
             plan.add(f"progression_{method}.png", plots.progression_grid, shown, coords, inp.labels, inp.classes,
-                     method=method, knn=knn, kinds=inp.kinds, skipped=skipped, colors=colors)
+                     method=method, knn=knn, kinds=inp.kinds, skipped=skipped, notes=notes, colors=colors)
         else:
             log(f"warning: render: {paths.embedding_dir(method)} holds no layer maps; skipping {method}")
     return plan
@@ -289,11 +304,12 @@ def plan_weights(inp: Inputs, threshold: float) -> Plan:
         off = np.abs(corr[np.triu_indices(len(corr), k=1)])
         plan.metrics["redundant_filter_pairs"] = {first: len(pairs)}
         plan.metrics["max_filter_correlation"] = {first: round(float(off.max()), 6) if off.size else None}
-        plan.add(f"redundancy_{first}.png", plots.redundancy_figure, w, layer=first, threshold=threshold)
+        if first not in conv:                       # conv layers: analyses.plan_redundancy (weights and maps)
+            plan.add(f"redundancy_{first}.png", plots.redundancy_figure, w, layer=first, threshold=threshold)
     return plan
 
 
-def plan_feature_maps(inp: Inputs, sample: int) -> Plan:
+def plan_feature_maps(inp: Inputs, sample: int, max_channels: int = 16) -> Plan:
     """``feature_maps.png``: every spatial layer's maps for test image ``sample``."""
     from pipeline import plots
     from pipeline.plots.predictions import FeatureMaps
@@ -306,7 +322,7 @@ def plan_feature_maps(inp: Inputs, sample: int) -> Plan:
                             np.asarray(inp.activations(name)[sample], dtype=np.float32).reshape(inp.shapes[name]))
                 for name in spatial]
         plan.add("feature_maps.png", plots.feature_maps_figure, inp.images[sample], maps,
-                 caption=_caption(inp, sample))
+                 caption=_caption(inp, sample), max_channels=max_channels)
     return plan
 
 
