@@ -172,6 +172,7 @@ def test_render_mlp_without_embeddings(workspace: Path) -> None:
     assert set(metrics["redundant_filter_pairs"]) == {"fc1"}
 
 
+@pytest.mark.slow
 def test_numbers_come_before_drawing_and_jobs_draw_anywhere(staged_ws: Path) -> None:
     """render.json is the planners' pure pass: known before any figure is drawn, the same however
     many are drawn; every job pickles and draws its file on its own, as a worker process would."""
