@@ -843,6 +843,7 @@ _ALLOWED = {
                                                      "when train starts)",
     ("pipeline/stages/export.py", "jit.save("): "into an in-memory buffer, then artifacts.write_bytes",
     ("pipeline/stages/train.py", "Live("): "dvclive writes metrics/train; inside stage_outputs (removed on failure)",
+    ("pipeline/explorer.py", ".save("): "the thumbnail sprite is encoded into an in-memory buffer inside the page",
 }
 
 
@@ -888,7 +889,7 @@ def test_nan_activations_are_skipped_and_recorded_by_every_reader(staged_ws: Pat
     assert diag["act3"] == {"skipped": "NaN or inf activations (extract flagged the layer)"}
     assert "knn_accuracy" in pca["act4"] and "accuracy" in probes["act4"] and "dead_fraction" in diag["act4"]
     config = (paths.PROJECTOR / "projector_config.pbtxt").read_text()
-    assert 'tensor_name: "act4"' in config and "act3" not in config
+    assert 'tensor_name: "03_act4"' in config and "act3" not in config     # network-order names
     for stage in ("reduce pca: layer act3 skipped", "probe: layer act3 skipped", "layer act3 has NaN or inf",
                   "projector: layer act3 has NaN or inf"):
         assert stage in err, stage
