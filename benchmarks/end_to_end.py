@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, bench_env, cli, load_average, run_checked, write_json  # noqa: E402
 
 # What a clone holds that the pipeline needs; outputs (data/, metrics/, plots/, dvc.lock) start empty.
-COPY = ["pipeline", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore",
+COPY = ["pipeline", "models", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore",
         "data/.gitignore", "data/weights/README.md", "plots/.gitignore"]
 _RUNNING = re.compile(r"Running stage '([^']+)'")
 _LOCK = re.compile(r"(Generating|Updating) lock file")

@@ -279,6 +279,9 @@ class ForeignClassifier(Network):
         """Type of the last module that is not pooling / reshaping in the computation up to this layer's
         output: what decides whether it has dead ReLU units (``ReLU`` for a ResNet block)."""
         path = self.module_path(name)
+        own = _typename(self.net.get_submodule(path))
+        if name != STEM and own in _PASSTHROUGH:
+            return own                                  # pooling keeps the kind of what came before it
         order = self._events
         inside = [i for i, p in enumerate(order) if p == path or p.startswith(path + ".")]
         if not inside:

@@ -55,8 +55,13 @@ def run(params: Params) -> dict[str, Any]:
         labels = artifacts.load_labels(src / "labels.npy", len(classes))
         limit_threads(len(labels))                 # small inputs: one thread is faster (runtime.limit_threads)
         activation = resolved_activation(meta)
-        kinds = layer_kinds(meta["layers"], default=activation)
-        layer_types = {row["name"]: row["type"] for row in meta["layers"]}
+        # a block of a model that is not ours (a ResNet stage) counts as the activation it ends with
+        rows = [{**row, "type": row.get("ends_with") or row["type"]} for row in meta["layers"]]
+        known = {row["name"] for row in rows}
+        rows += [{**row, "type": row.get("ends_with") or row["type"]} for row in index["layers"]
+                 if row["name"] not in known and row["name"] != "input"]     # extract.layers: all / a list
+        kinds = layer_kinds(rows, default=activation)
+        layer_types = {row["name"]: row["type"] for row in rows}
         nonfinite = set(index.get("nonfinite_layers") or [])
         n = int(index["n"])
         if len(labels) != n:
