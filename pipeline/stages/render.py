@@ -127,7 +127,11 @@ def _model_weights() -> tuple[dict[str, np.ndarray], dict[str, str], Any, dict[s
 
     model, meta = load_model(paths.MODEL)
     weights, kinds = {}, {}
-    for name, module in model.named_layers():
+    layers = list(model.named_layers())
+    if hasattr(model, "all_layers"):            # not ours: the first conv (by module path) and the output layer
+        first_conv = [(n, m) for n, m in model.all_layers() if type(m).__name__ == "Conv2d"][:1]
+        layers = first_conv + [(n, m) for n, m in layers if n == model.output_layer]
+    for name, module in layers:
         w = getattr(module, "weight", None)
         if w is not None and w.ndim in (2, 4):
             weights[name] = w.detach().cpu().float().numpy()
