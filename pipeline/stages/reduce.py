@@ -76,9 +76,11 @@ def layer_metrics(x: np.ndarray, emb: Embedding, labels: np.ndarray, method: str
     return out
 
 
-def map_title(method: str, layer: str, position: int, n_layers: int) -> str:
-    """``t-SNE: act4 (layer 12 of 13)``: a map's title, the place counted from the input (= 1)."""
-    return f"{METHOD_NAMES.get(method, method)}: {layer} (layer {position} of {n_layers})"
+def map_title(method: str, layer: str, position: int, n_layers: int, spatial: str | None = None) -> str:
+    """``t-SNE: act4 (layer 12 of 13)``: a map's title, the place counted from the input (= 1);
+    ``t-SNE: layer1, mean-pooled (layer 3 of 8)`` for a map stored pooled (extract.spatial)."""
+    pooled = f", {spatial}-pooled" if spatial and spatial != "flatten" else ""
+    return f"{METHOD_NAMES.get(method, method)}: {layer}{pooled} (layer {position} of {n_layers})"
 
 
 def points_columns(coords: np.ndarray, labels: np.ndarray, classes: list[str],
@@ -155,13 +157,14 @@ def run(params: Params, method: str) -> dict[str, Any]:
         if preds is not None:
             artifacts.check_rows(preds, len(labels), act / "preds.npy")
         layer_names = [row["name"] for row in index["layers"]]
+        spatial = {row["name"]: row.get("spatial") for row in index["layers"]}
         place = {name: i for i, name in enumerate(layer_names, start=1)}
         n_layers = len(layer_names)
 
         def save_points(name: str, coords: np.ndarray) -> None:
             artifacts.save_csv(paths.points_file(method, place[name], n_layers, name),
                                points_columns(coords, labels, classes, preds,
-                                              map_title(method, name, place[name], n_layers)))
+                                              map_title(method, name, place[name], n_layers, spatial[name])))
 
         d = options["n_components"]
         info: dict[str, Any] = {"method": method, "n_components": d, "n": int(len(labels)),

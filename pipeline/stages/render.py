@@ -139,6 +139,14 @@ def _model_weights() -> tuple[dict[str, np.ndarray], dict[str, str], Any, dict[s
     return weights, kinds, model, meta
 
 
+def _kind_label(row: dict[str, Any]) -> str:
+    """A layer's module type as figure titles show it, with how it was stored when pooled
+    (extract.spatial): ``Sequential, mean-pooled``."""
+    kind = str(row.get("type", ""))
+    spatial = row.get("spatial")
+    return f"{kind}, {spatial}-pooled" if spatial and spatial != "flatten" else kind
+
+
 def load_inputs(cfg: RenderConfig) -> Inputs:
     act = paths.ACTIVATIONS
     index = artifacts.load_layer_index(act)
@@ -168,7 +176,7 @@ def load_inputs(cfg: RenderConfig) -> Inputs:
                 f"(run `python -m pipeline reduce {method}`)")
     return Inputs(
         index=index, classes=classes, layers=layers,
-        kinds={row["name"]: row.get("type", "") for row in index["layers"]},
+        kinds={row["name"]: _kind_label(row) for row in index["layers"]},
         shapes={row["name"]: tuple(row["shape"]) for row in index["layers"]},
         labels=np.asarray(labels, dtype=np.int64), indices=np.asarray(indices, dtype=np.int64),
         images=display_images(pixels), pixels=pixels, info=info, task=str(meta.get("task", "classify")),
