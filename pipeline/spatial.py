@@ -9,11 +9,14 @@ otherwise. Layers that are not maps (C,) are always stored as they are.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-__all__ = ["pooling_for", "stored_shape", "pool_numpy", "describe"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["pooling_for", "stored_shape", "pool_rows", "pool_numpy", "describe"]
 
 
 def pooling_for(shape: Sequence[int], spatial: str, pool_above: int) -> str:
@@ -28,6 +31,16 @@ def pooling_for(shape: Sequence[int], spatial: str, pool_above: int) -> str:
 def stored_shape(shape: Sequence[int], pooling: str) -> tuple[int, ...]:
     """The shape of one image's stored values: the map itself, or (C,) when pooled."""
     return tuple(int(s) for s in shape) if pooling == "flatten" else (int(shape[0]),)
+
+
+def pool_rows(output: "torch.Tensor", pooling: str) -> "torch.Tensor":
+    """A batch of layer outputs (B, C, *spatial) as stored rows: (B, C*H*W) or (B, C) pooled, float32."""
+    rows = output.reshape(len(output), -1) if pooling == "flatten" else output.flatten(2)
+    if pooling == "mean":
+        rows = rows.float().mean(dim=2)
+    elif pooling == "max":
+        rows = rows.amax(dim=2)
+    return rows.float()
 
 
 def pool_numpy(maps: np.ndarray, pooling: str) -> np.ndarray:

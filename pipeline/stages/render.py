@@ -200,6 +200,12 @@ def dense_layers(inp: Inputs) -> list[str]:
             out.append(nxt)
         else:
             out.append(name)
+    # a pooled feature vector right before a Linear output (a ResNet's avgpool, 512 x 1 x 1) is a dense
+    # layer too, when no Linear activation already stands for it
+    pen = inp.index.get("penultimate")
+    if (pen in inp.shapes and pen not in out and int(np.prod(inp.shapes[pen][1:])) == 1
+            and inp.kinds.get(inp.output_layer or "") == "Linear"):
+        out.insert(len(out) - 1 if out and out[-1] == inp.output_layer else len(out), pen)
     return out
 
 
