@@ -111,3 +111,33 @@ def test_whole_pipeline(tmp_path: Path, arch: str) -> None:
     assert m[0, 0] == pytest.approx(1.0, abs=1e-6)              # the same input pixels
     assert np.isfinite(m).all() and (m >= 0).all() and (m <= 1 + 1e-9).all()
     assert "resnet18" in proc.stdout and "lenet" in proc.stdout
+
+
+_FACTORY = '''
+from torch import nn
+
+
+def tiny(input_shape, n_classes):
+    c, h, w = input_shape
+    return nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                         nn.Linear(16, n_classes))
+'''
+
+
+@pytest.mark.slow
+def test_custom_factory_is_a_dependency_of_train(tmp_path: Path) -> None:
+    """model.arch: custom in a real DVC repository: the factory under models/ trains, and editing it
+    reruns train (models/ is a dvc.yaml dependency)."""
+    root = make_repo(tmp_path / "repo", {**TINY, "model": {"arch": "custom", "factory": "models.nets:tiny"}})
+    (root / "models" / "nets.py").write_text(_FACTORY)
+    git("add", "-A", cwd=root)
+    git("commit", "-q", "-m", "a custom model", cwd=root)
+    out = dvc("repro", "train", cwd=root).stdout
+    assert {"fetch", "train"} <= stages_ran(out)
+    meta = _json(root / "data/model/model.json")
+    assert [row["name"] for row in meta["layers"]] == ["0", "1", "2", "3", "4"]
+    assert meta["model"]["factory"] == "models.nets:tiny"
+    assert stages_ran(dvc("repro", "train", cwd=root).stdout) == set()          # nothing changed
+    (root / "models" / "nets.py").write_text(_FACTORY.replace("nn.Conv2d(c, 4, 3", "nn.Conv2d(c, 4, 5").replace(
+        "padding=1", "padding=2"))
+    assert stages_ran(dvc("repro", "train", cwd=root).stdout) == {"train"}
