@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.models.common import Network, eval_mode
+from pipeline.optim import augment_batch, make_optimizer, make_schedule
 from pipeline.runtime import log, normalized_batches, normalizer, progress
 
 __all__ = ["fit", "evaluate", "predict_logits", "per_class_accuracy", "weight_params", "filter_grid", "check_compile"]
@@ -63,10 +64,16 @@ def per_class_accuracy(preds: np.ndarray, labels: np.ndarray, classes: list[str]
 def fit(model: Network, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
         test_labels: np.ndarray, *, mean: list[float], std: list[float], epochs: int, batch_size: int, lr: float,
         seed: int = 0, l1: float = 0.0, l2: float = 0.0, noise: float = 0.0, noise_kind: str = "masking",
-        kl_weight: float = 1.0, device: torch.device | str = "cpu",
+        kl_weight: float = 1.0, device: torch.device | str = "cpu", optimizer: str = "adam", momentum: float = 0.9,
+        nesterov: bool = False, schedule: str = "none", step_size: int = 10, gamma: float = 0.1,
+        augment: Mapping[str, Any] | None = None,
         on_step: Callable[[int, bool], None] | None = None,
         on_epoch: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
-    """Train ``model`` in place with Adam (``lr``, weight decay ``l2``, plus ``l1`` x the weights'
+    """Train ``model`` in place with ``optimizer`` (``adam``, or ``sgd`` with ``momentum`` and
+    ``nesterov``; learning rate ``lr`` following ``schedule`` epoch by epoch: ``none``, ``cosine``,
+    ``step`` every ``step_size`` epochs times ``gamma``), batches augmented by ``augment``
+    (``{crop, padding, flip}``, :func:`pipeline.optim.augment_batch`, on the uint8 batch) when
+    given (weight decay ``l2``, plus ``l1`` x the weights'
     absolute sum in the loss) for ``epochs`` epochs of shuffled batches (order seeded with ``seed``).
 
     ``*_images`` (N, C, H, W) uint8 and ``*_labels`` (N,) int64 arrays; ``mean``/``std`` per channel
@@ -87,7 +94,8 @@ def fit(model: Network, train_images: np.ndarray, train_labels: np.ndarray, test
     y_test = torch.from_numpy(np.asarray(test_labels)).to(device)
     n = len(y_train)
     steps_per_epoch = math.ceil(n / batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=l2)
+    opt = make_optimizer(model.parameters(), optimizer, lr=lr, weight_decay=l2, momentum=momentum, nesterov=nesterov)
+    sched = make_schedule(opt, schedule, epochs=epochs, step_size=step_size, gamma=gamma)
     generator = torch.Generator().manual_seed(seed)
     weights = weight_params(model)
     step, history, epoch_seconds = 0, {}, []
@@ -101,7 +109,11 @@ def fit(model: Network, train_images: np.ndarray, train_labels: np.ndarray, test
         bar = progress(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
         for b in bar:
             idx = order[b * batch_size:(b + 1) * batch_size]
-            terms = model.loss_terms(normalize(x_train[idx]), y_train[idx], noise=noise, noise_kind=noise_kind,
+            xb = x_train[idx]                                                  # (B, C, H, W) uint8
+            if augment:
+                xb = augment_batch(xb, crop=bool(augment.get("crop")), padding=int(augment.get("padding", 4)),
+                                   flip=bool(augment.get("flip")), generator=generator)
+            terms = model.loss_terms(normalize(xb), y_train[idx], noise=noise, noise_kind=noise_kind,
                                      kl_weight=kl_weight, generator=generator)
             loss = terms["loss"]
             if l1:
@@ -109,9 +121,9 @@ def fit(model: Network, train_images: np.ndarray, train_labels: np.ndarray, test
             if not torch.isfinite(loss):
                 raise UserError(f"training diverged: the loss became {float(loss)} at epoch {epoch}, step {step + 1} "
                                 f"(train.lr = {lr:g}); lower train.lr, e.g. to {lr / 10:g}")
-            optimizer.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            opt.step()
             step += 1
             for k, v in terms.items():
                 running[k] = running.get(k, 0.0) + float(v.detach())
@@ -122,6 +134,9 @@ def fit(model: Network, train_images: np.ndarray, train_labels: np.ndarray, test
         bar.close()
         epoch_seconds.append(time.perf_counter() - started)
         train_stats = {k: v / steps_per_epoch for k, v in running.items()}
+        if sched is not None:                        # the rate this epoch trained with, then the next one's
+            train_stats["lr"] = opt.param_groups[0]["lr"]
+            sched.step()
         test_stats = evaluate(model, x_test, y_test, normalize, kl_weight=kl_weight)
         history = {"train": train_stats, "test": test_stats}
         summary = ", ".join(f"test {k} {v:.4f}" for k, v in test_stats.items())

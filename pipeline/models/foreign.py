@@ -262,6 +262,12 @@ class ForeignClassifier(Network):
         return [(path, self.net.get_submodule(path)) for path in self._events
                 if self._calls.get(path) == 1 and not isinstance(self.net.get_submodule(path), _SKIP)]
 
+    def forward_position(self, name: str) -> int:
+        """When the layer's output is ready in the forward pass (its last leaf call), to sort layers."""
+        path = self.module_path(name)
+        inside = [i for i, p in enumerate(self._events) if p == path or p.startswith(path + ".")]
+        return max(inside) if inside else len(self._events)
+
     def layer_about(self, name: str) -> dict[str, Any]:
         """``type`` (the module's class, ``stem`` for a ResNet stem), ``params`` (its parameters, every
         module inside included; a stem's are those of its conv and norm) and ``ends_with``."""
@@ -299,8 +305,8 @@ class ForeignClassifier(Network):
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
         return self.net.load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, cfg: Any,
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, *, noise: float = 0.0, noise_kind: str = "masking",
+                   kl_weight: float = 1.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         logits = self(x)
         loss = nn.functional.cross_entropy(logits, y)
         return {"loss": loss, "accuracy": (logits.argmax(dim=1) == y).double().mean()}

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline import artifacts, paths
-from pipeline.activations import INPUT, choose_layers, layer_shapes, penultimate_layer, record_activations
+from pipeline.activations import choose_layers, layer_modules, layer_rows, penultimate_layer, record_activations
 from pipeline.config import ExtractConfig, Params
 from pipeline.datasets import load_prepared, split_arrays, stratified_subset
 from pipeline.errors import ConfigError, UserError
@@ -108,8 +108,10 @@ def run(params: Params) -> dict[str, Any]:
         load_meta(paths.MODEL)                              # every key read below, checked
         model, meta = load_model(paths.MODEL)
         layers = choose_layers(model, cfg.layers)
+        pairs = layer_modules(model, layers)
         snapshot_layers = choose_layers(model, cfg.snapshot_layers or [penultimate_layer(model)],
                                         key="extract.snapshot_layers")
+        snapshot_pairs = layer_modules(model, snapshot_layers)
         seed_everything(cfg.seed)
         device = resolve_device(params.train.device)
         model.to(device)
@@ -121,19 +123,23 @@ def run(params: Params) -> dict[str, Any]:
         images = torch.from_numpy(np.ascontiguousarray(pool_images[idx]))      # (n, C, H, W) uint8
         labels = pool_labels[idx]
         del pool_images
-        shapes = layer_shapes(model, layers, tuple(meta["input_shape"]))
+        rows = layer_rows(model, pairs, tuple(meta["input_shape"]), cfg.spatial, cfg.pool_above)
+        shapes = {name: tuple(row["shape"]) for name, row in rows.items()}           # as stored
+        pooling = {name: row["spatial"] for name, row in rows.items()}
         _check_memory(cfg, shapes, images, len(snapshot_layers))
         log(f"extracting {len(layers)} layers for {len(idx)} {cfg.split} images ({cfg.dtype}) on {device}")
         index_path = paths.SNAPSHOT_INDEX
         entries = artifacts.load_json(index_path, "snapshot index")["snapshots"] if index_path.exists() else []
-        snap_shapes = {name: shapes.get(name) or layer_shapes(model, [name], tuple(meta["input_shape"]))[name]
-                       for name in snapshot_layers}
+        snap_rows = layer_rows(model, snapshot_pairs, tuple(meta["input_shape"]), cfg.spatial, cfg.pool_above)
+        snap_shapes = {name: tuple(row["shape"]) for name, row in snap_rows.items()}
+        snap_pooling = {name: row["spatial"] for name, row in snap_rows.items()}
         artifacts.require_free_space(out, _needed_bytes(len(idx), cfg.dtype, shapes, snap_shapes, len(entries)),
                                      f"the activations of {len(layers)} layers and {len(entries)} snapshots",
                                      _SPACE_FIX)
 
         sinks = _open_sinks(out, shapes, len(idx), cfg.dtype)
-        logits = record_activations(model, images, normalize, layers, sinks, batch_size=cfg.batch_size)
+        logits = record_activations(model, images, normalize, pairs, sinks, batch_size=cfg.batch_size,
+                                    pooling=pooling)
         nonfinite = _check_finite(sinks, "final model")
         _close_sinks(sinks)
         artifacts.save_npy(out / "labels.npy", labels.astype(np.int64))
@@ -149,8 +155,9 @@ def run(params: Params) -> dict[str, Any]:
             load_weights_into(model, paths.MODEL_SNAPSHOTS / entry["file"])
             sub = paths.activation_snapshot(int(entry["step"]))
             sinks = _open_sinks(out / sub, snap_shapes, len(idx), cfg.dtype)
-            snap_logits = record_activations(model, images, normalize, snapshot_layers, sinks,
-                                             batch_size=cfg.batch_size, desc=f"step {entry['step']}")
+            snap_logits = record_activations(model, images, normalize, snapshot_pairs, sinks,
+                                             batch_size=cfg.batch_size, desc=f"step {entry['step']}",
+                                             pooling=snap_pooling)
             _check_finite(sinks, f"snapshot step {entry['step']}")
             _close_sinks(sinks)
             if snap_logits is not None:
@@ -160,9 +167,8 @@ def run(params: Params) -> dict[str, Any]:
         index = {
             "arch": meta["arch"], "task": meta.get("task", "classify"), "dataset": meta.get("dataset"),
             "classes": meta["classes"], "split": cfg.split, "n": int(len(idx)), "dtype": cfg.dtype,
-            "layers": [{"name": name, "type": "input" if name == INPUT else
-                        next(r["type"] for r in meta["layers"] if r["name"] == name),
-                        "shape": list(shapes[name]), "dim": int(np.prod(shapes[name]))} for name in layers],
+            "spatial": cfg.spatial, "pool_above": cfg.pool_above,
+            "layers": [rows[name] for name in layers],
             "output_layer": meta.get("output_layer"),
             "penultimate": penultimate_layer(model),
             "nonfinite_layers": nonfinite,

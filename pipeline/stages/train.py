@@ -130,6 +130,9 @@ def run(params: Params) -> dict[str, Any]:
                           mean=data.info["mean"], std=data.info["std"], epochs=cfg.epochs,
                           batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, l1=cfg.l1, l2=cfg.l2,
                           noise=cfg.noise, noise_kind=cfg.noise_kind, kl_weight=cfg.kl_weight, device=device,
+                          optimizer=cfg.optimizer, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                          schedule=cfg.schedule, step_size=cfg.step_size, gamma=cfg.gamma,
+                          augment=cfg.augment.model_dump() if (cfg.augment.crop or cfg.augment.flip) else None,
                           on_step=lambda step, final: snapshots.maybe_save(model, step, force=final),
                           on_epoch=on_epoch)
             if cfg.epochs == 0:
