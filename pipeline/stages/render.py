@@ -139,6 +139,24 @@ def _model_weights() -> tuple[dict[str, np.ndarray], dict[str, str], Any, dict[s
     return weights, kinds, model, meta
 
 
+def _whole_maps(inp: Inputs, names: list[str], row: int) -> dict[str, np.ndarray]:
+    """The unpooled outputs (flattened) of ``names`` for extracted image ``row``, recomputed with the
+    trained model (extract stored them pooled)."""
+    if not names:
+        return {}
+    import torch
+
+    from pipeline.runtime import normalizer
+    from pipeline.stages.extract import layer_modules, record_activations
+
+    pairs = layer_modules(inp.model, names)
+    sinks = {name: np.zeros((1, int(np.prod(module_shape))), np.float32) for name, module_shape in
+             ((n, next(r.get("map_shape") for r in inp.index["layers"] if r["name"] == n)) for n in names)}
+    image = torch.from_numpy(np.ascontiguousarray(inp.pixels[row:row + 1]))
+    record_activations(inp.model, image, normalizer(inp.info["mean"], inp.info["std"], "cpu"), pairs, sinks)
+    return {name: sink[0] for name, sink in sinks.items()}
+
+
 def _kind_label(row: dict[str, Any]) -> str:
     """A layer's module type as figure titles show it, with how it was stored when pooled
     (extract.spatial): ``Sequential, mean-pooled``."""
@@ -328,15 +346,21 @@ def plan_weights(inp: Inputs, threshold: float) -> Plan:
 
 
 def plan_feature_maps(inp: Inputs, sample: int, max_channels: int = 16) -> Plan:
-    """``feature_maps.png``: every spatial layer's maps for test image ``sample``."""
+    """``feature_maps.png``: every spatial layer's maps for test image ``sample``. Maps that extract
+    stored pooled (extract.spatial) are recomputed whole for this one image with the trained model."""
     from pipeline import plots
     from pipeline.plots.predictions import FeatureMaps
 
     plan = Plan()
-    spatial = [name for name in inp.layers if name != "input" and len(inp.shapes[name]) == 3
-               and min(inp.shapes[name][1:]) > 1]
+    rows = {row["name"]: row for row in inp.index["layers"]}
+    map_shapes = {name: tuple(rows.get(name, {}).get("map_shape") or inp.shapes[name]) for name in inp.layers}
+    spatial = [name for name in inp.layers if name != "input" and len(map_shapes[name]) == 3
+               and min(map_shapes[name][1:]) > 1
+               and (map_shapes[name] == inp.shapes[name] or inp.model is not None)]
     if spatial:
-        maps = [FeatureMaps(name, inp.kinds.get(name, ""),
+        whole = _whole_maps(inp, [n for n in spatial if map_shapes[n] != inp.shapes[n]], sample)
+        maps = [FeatureMaps(name, str(rows.get(name, {}).get("type", "")), whole[name].reshape(map_shapes[name])
+                            if name in whole else
                             np.asarray(inp.activations(name)[sample], dtype=np.float32).reshape(inp.shapes[name]))
                 for name in spatial]
         plan.add("feature_maps.png", plots.feature_maps_figure, inp.images[sample], maps,
