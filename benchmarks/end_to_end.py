@@ -30,7 +30,7 @@ from _common import REPO, bench_env, cli, load_average, run_checked, write_json 
 
 # What a clone holds that the pipeline needs; outputs (data/, metrics/, plots/, dvc.lock) start empty.
 COPY = ["pipeline", "models", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore",
-        "data/.gitignore", "data/weights/README.md", "plots/.gitignore"]
+        "data/.gitignore", "data/weights/README.md", "data/raw/README.md", "plots/.gitignore"]
 _RUNNING = re.compile(r"Running stage '([^']+)'")
 _LOCK = re.compile(r"(Generating|Updating) lock file")
 
