@@ -27,7 +27,7 @@ def test_pooling_for(shape, spatial, expected) -> None:
 
 
 def _record(model, images, layers, pooling, dims):
-    from pipeline.stages.extract import record_activations
+    from pipeline.activations import record_activations
 
     sinks = {name: np.zeros((len(images), dim), np.float32) for name, dim in dims.items()}
     record_activations(model, images, normalizer([0.5], [0.25], "cpu"), layers, sinks, batch_size=7,

@@ -147,7 +147,7 @@ def _whole_maps(inp: Inputs, names: list[str], row: int) -> dict[str, np.ndarray
     import torch
 
     from pipeline.runtime import normalizer
-    from pipeline.stages.extract import layer_modules, record_activations
+    from pipeline.activations import layer_modules, record_activations
 
     pairs = layer_modules(inp.model, names)
     sinks = {name: np.zeros((1, int(np.prod(module_shape))), np.float32) for name, module_shape in
