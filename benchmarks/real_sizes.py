@@ -42,8 +42,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, bench_env, cli, load_average, machine, versions, write_json  # noqa: E402
 
-STAGES = ["extract", "projector", "probe", "diagnose", "reduce pca", "reduce umap", "reduce tsne", "render",
-          "export"]
+STAGES = ["extract", "reduce pca+probe", "reduce umap+reduce tsne", "diagnose+projector+export", "render"]
 NOISE = 12                      # grey levels of the uniform pixel noise of each tiled copy
 
 
@@ -87,23 +86,39 @@ def make_workspace(ws: Path, code: Path, n_test: int, n_train: int, epochs: int,
     (ws / "models").mkdir(exist_ok=True)
 
 
+def run_stages(jobs: dict[str, tuple[Path, Path]], stages: str | list[str]) -> dict[str, dict[str, float]]:
+    """Every job ``"name|stage" -> (workspace, code)`` at the same time, one process each (a job
+    name without ``|stage`` runs ``stages``): wall and CPU seconds (user + system, the process
+    and its children), peak resident memory (GiB)."""
+    procs, started, logs = {}, {}, {}
+    for name, (ws, code) in jobs.items():
+        stage = name.split("|", 1)[1] if "|" in name else stages
+        logs[name] = tempfile.TemporaryFile(mode="w+")
+        started[name] = time.perf_counter()
+        procs[name] = subprocess.Popen([sys.executable, "-m", "pipeline", *str(stage).split()], cwd=ws,
+                                       env=bench_env(PYTHONPATH=str(code)), stdout=subprocess.DEVNULL,
+                                       stderr=logs[name])
+    out: dict[str, dict[str, float]] = {}
+    by_pid = {proc.pid: name for name, proc in procs.items()}
+    while by_pid:
+        pid, status, usage = os.wait4(-1, 0)
+        name = by_pid.pop(pid, None)
+        if name is None:
+            continue
+        wall = time.perf_counter() - started[name]
+        code = os.waitstatus_to_exitcode(status)
+        procs[name].returncode = code
+        if code != 0:
+            logs[name].seek(0)
+            raise SystemExit(f"{name} in {jobs[name][0]} ({jobs[name][1]}) failed ({code}):\n"
+                             f"{logs[name].read()[-4000:]}")
+        out[name] = {"wall": round(wall, 2), "cpu": round(usage.ru_utime + usage.ru_stime, 2),
+                     "rss_gib": round(usage.ru_maxrss / 2 ** 20, 3)}
+    return out
+
+
 def run_stage(ws: Path, code: Path, stage: str) -> dict[str, float]:
-    """One stage process: wall and CPU seconds, peak resident memory (GiB)."""
-    env = bench_env(PYTHONPATH=str(code))
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *stage.split()], cwd=ws, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stderr_lines: list[str] = []
-    assert proc.stderr is not None
-    for line in proc.stderr:                       # drained while it runs (a full pipe would block it)
-        stderr_lines = (stderr_lines + [line])[-40:]
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{stage} in {ws} ({code}) failed ({proc.returncode}):\n{''.join(stderr_lines)}")
-    return {"wall": round(wall, 2), "cpu": round(usage.ru_utime + usage.ru_stime, 2),
-            "rss_gib": round(usage.ru_maxrss / 2 ** 20, 3)}
+    return run_stages({"one": (ws, code)}, stage)["one"]
 
 
 def quality(ws: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -131,17 +146,18 @@ def compare(args: Any) -> dict[str, Any]:
     print(f"\n{args.n} tiled test images, every layer; old = {old}, new = {new}")
     print(f"{'stage':<13}{'old s':>8}{'new s':>8}{'ratio':>7}{'old cpu':>9}{'new cpu':>9}{'ratio':>7}"
           f"{'old GiB':>9}{'new GiB':>9}  load", flush=True)
-    for stage in args.stages:
-        row = {}
-        for name in ("old", "new"):
-            row[name] = run_stage(spaces[name], trees[name], stage)
-        result["stages"][stage] = row
-        o, n = row["old"], row["new"]
-        print(f"{stage:<13}{o['wall']:>8.1f}{n['wall']:>8.1f}{o['wall'] / n['wall']:>6.1f}x{o['cpu']:>9.1f}"
-              f"{n['cpu']:>9.1f}{o['cpu'] / max(n['cpu'], 1e-9):>6.1f}x{o['rss_gib']:>9.2f}{n['rss_gib']:>9.2f}  "
-              f"{load_average()[0]:.1f}", flush=True)
+    for group in args.stages:                      # "a+b": stages a and b at the same time (both trees)
+        stages = group.split("+")
+        rows = run_stages({f"{name}|{stage}": (spaces[name], trees[name]) for name in ("old", "new")
+                           for stage in stages}, stages)
+        for stage in stages:
+            o, n = rows[f"old|{stage}"], rows[f"new|{stage}"]
+            result["stages"][stage] = {"old": o, "new": n, "together_with": [x for x in stages if x != stage]}
+            print(f"{stage:<13}{o['wall']:>8.1f}{n['wall']:>8.1f}{o['wall'] / n['wall']:>6.1f}x{o['cpu']:>9.1f}"
+                  f"{n['cpu']:>9.1f}{o['cpu'] / max(n['cpu'], 1e-9):>6.1f}x{o['rss_gib']:>9.2f}{n['rss_gib']:>9.2f}  "
+                  f"{load_average()[0]:.1f}", flush=True)
         write_json(args.json, result)
-    done = [s for s in args.stages if s in result["stages"]]
+    done = [s for s in result["stages"]]
     for key in ("wall", "cpu"):
         total = {name: sum(result["stages"][s][name][key] for s in done) for name in ("old", "new")}
         result[f"total_{key}"] = total

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.add_argument("--budgets", default="250+500,75+150", help="budgets tried beside the default 125+250")
         p.add_argument("--layer", default="act4")
         p.add_argument("--frame-budgets", default="0+250,0+100,0+50")
+        p.add_argument("--methods-only", action="store_true", help="only Barnes-Hut against FFT at each size")
     args = cli(__doc__, add, argv)
     from pipeline.config import ReduceConfig
     from pipeline.datasets import stratified_subset
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{load_average()[0]:.1f}", flush=True)
             out["methods"].append({"n": n, "method": method, **{k: r[k] for k in ("wall", "cpu", "knn", "trust")}})
 
+    if args.methods_only:
+        write_json(args.json, out)
+        return out
     n = max(args.sizes)
     rows = stratified_subset(labels_all, n, 0)
     x, labels = x_all[rows], labels_all[rows]

@@ -206,7 +206,7 @@ class PCAConfig(_Section):
 
 class TSNEConfig(_Section):
     backend: Literal["opentsne", "sklearn", "cuml"] = "opentsne"   # cuml: RAPIDS on an NVIDIA GPU (optional)
-    method: Literal["auto", "bh", "fft", "exact"] = "auto"  # gradient; auto: BH < 10k points or 3-D, else FFT
+    method: Literal["auto", "bh", "fft", "exact"] = "auto"  # gradient; auto: BH < 2,000 points or 3-D, else FFT
     n_components: int = Field(2, ge=2, le=3)
     perplexity: float = Field(30.0, gt=0, le=1000)
     early_exaggeration_iter: int = Field(125, ge=0, le=10_000)

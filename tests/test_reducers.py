@@ -269,8 +269,8 @@ def test_unknown_method_is_refused() -> None:
 
 
 def test_gradient_method_auto_by_size_and_dims() -> None:
-    assert tsne_gradient_method(9_999) == "bh"
-    assert tsne_gradient_method(10_000) == "fft"
+    assert tsne_gradient_method(1_999) == "bh"                  # FFT_THRESHOLD, measured
+    assert tsne_gradient_method(2_000) == "fft"
     assert tsne_gradient_method(50_000, n_components=3) == "bh"
     assert tsne_gradient_method(50_000, backend="sklearn") == "bh"
     assert tsne_gradient_method(100, method="fft") == "fft"

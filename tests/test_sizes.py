@@ -37,3 +37,22 @@ def test_numba_cache_dir_defaults_to_the_user_cache(monkeypatch, tmp_path) -> No
     assert numba_cache_dir() == str(tmp_path / "hidden-spaces" / "numba")
     monkeypatch.setenv("NUMBA_CACHE_DIR", "/elsewhere")
     assert numba_cache_dir() == "/elsewhere"
+
+
+def test_marker_size_and_alpha_follow_the_number_of_points() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from pipeline.plots.common import class_colors, draw_classes, marker_alpha, marker_size
+
+    assert marker_alpha(1000) == 0.75 and marker_alpha(2000) == 0.75
+    assert 0.2 < marker_alpha(10_000) < marker_alpha(5000) < 0.75
+    assert marker_alpha(70_000) == 0.2
+    assert marker_size(70_000) < marker_size(10_000) < marker_size(1000)
+    ax = Figure().add_subplot()
+    coords = np.random.default_rng(0).normal(size=(70_000, 2))
+    artist = draw_classes(ax, coords, np.arange(70_000) % 10, class_colors(10))
+    assert artist.get_alpha() == 0.2 and artist.get_sizes()[0] == marker_size(70_000)

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 
 __all__ = [
     "class_colors", "new_figure", "grid_shape", "display_images", "show_image", "hide_unused",
-    "draw_classes", "class_centroids", "label_centroids", "class_legend", "marker_size",
+    "draw_classes", "class_centroids", "label_centroids", "class_legend", "marker_size", "marker_alpha",
     "symmetric_limit", "method_label", "axis_labels", "draw_order", "annotate_cells", "OUTLINE",
 ]
 
@@ -88,17 +88,25 @@ def marker_size(n_points: int, panel_inches: float = 5.0) -> float:
     return float(np.clip(12.0 * (panel_inches / 5.0) ** 2 * math.sqrt(1000 / max(n_points, 1)), 1.0, 40.0))
 
 
+def marker_alpha(n_points: int) -> float:
+    """Scatter opacity: 0.75 up to 2,000 points, then falling as 1 / sqrt(n) to 0.2 at 28,000 and
+    beyond, so dense maps (10,000-70,000 points) show where points pile up instead of a solid blot."""
+    return float(np.clip(0.75 * math.sqrt(2000 / max(n_points, 1)), 0.2, 0.75))
+
+
 def draw_order(n_points: int) -> np.ndarray:
     """The seeded shuffle every scatter draws its points in (so no class always lies on top)."""
     return np.random.default_rng(0).permutation(n_points)
 
 
 def draw_classes(ax: Axes, coords: np.ndarray, labels: np.ndarray, colors: np.ndarray, *,
-                 size: float | None = None, alpha: float = 0.75) -> object:
+                 size: float | None = None, alpha: float | None = None) -> object:
     """One rasterized scatter of (n, 2 or 3) ``coords`` coloured by class, points drawn in
-    :func:`draw_order` (an animation moving them must use the same order)."""
+    :func:`draw_order` (an animation moving them must use the same order). Marker size and
+    opacity follow the number of points (:func:`marker_size`, :func:`marker_alpha`) unless given."""
     coords = np.asarray(coords, dtype=float)
     labels = np.asarray(labels)
+    alpha = marker_alpha(len(coords)) if alpha is None else alpha
     order = draw_order(len(coords))
     c = colors[labels[order]]
     s = marker_size(len(coords)) if size is None else size

@@ -1,0 +1,127 @@
+"""The default ``dvc repro``: this code against an older commit, side by side, each a first run with
+empty caches; then this code's second run.
+
+    python benchmarks/first_run.py --old /path/to/old/checkout [--keep DIR]
+
+Each tree's committed files (``git archive HEAD``, what a fresh clone holds) go into a new git
+repository with an empty DVC cache. Both run ``dvc repro`` at the same time (so both see the same
+machine load), each with empty caches of its own: ``XDG_CACHE_HOME`` (numba's compiled code,
+which this project keeps in ``hidden-spaces/numba`` there), ``MPLCONFIGDIR`` (matplotlib's font
+cache) and no ``__pycache__`` of the pipeline. Then the new copy runs ``dvc repro -f`` (every
+stage again, caches now warm): the first run's extra cost is what a fresh machine pays once.
+The virtualenv is the one running this script (installing torch and friends is download time,
+not the pipeline's). Per-stage seconds come from the moments dvc prints its lines, as in
+``end_to_end.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, bench_env, cli, load_average, machine, run_checked, write_json  # noqa: E402
+from end_to_end import _LOCK, _RUNNING  # noqa: E402
+
+
+def clone(tree: Path, dest: Path) -> Path:
+    """``tree``'s committed files in a new git repository (one commit), outputs empty."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(tree), "archive", "HEAD"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    for stale in ("dvc.lock",):
+        (dest / stale).unlink(missing_ok=True)
+    env = bench_env(GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.com",
+                    GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.com")
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "bench"]):
+        run_checked(cmd, cwd=dest, env=env)
+    return dest
+
+
+def _stages(lines: list[tuple[float, str]], total: float) -> dict[str, float]:
+    out: dict[str, float] = {}
+    current, start = None, 0.0
+    for t, text in lines:
+        match = _RUNNING.search(text)
+        if match:
+            current, start = match.group(1), t
+        elif current and _LOCK.search(text):
+            out[current] = round(t - start, 1)
+            current = None
+    return out
+
+
+def repro(repos: dict[str, Path], caches: dict[str, Path], args: list[str]) -> dict[str, dict[str, Any]]:
+    """``dvc repro ARGS`` in every repository at the same time; seconds in all and per stage."""
+    procs, lines, started = {}, {}, time.perf_counter()
+    import threading
+
+    def read(name: str, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines[name].append((time.perf_counter() - started, line.rstrip("\n")))
+
+    threads = []
+    for name, repo in repos.items():
+        cache = caches[name]
+        env = bench_env(PYTHONUNBUFFERED="1", XDG_CACHE_HOME=str(cache / "xdg"), MPLCONFIGDIR=str(cache / "mpl"))
+        env.pop("PYTHONPATH")                       # the copy's own pipeline/ package, as a user has it
+        env.pop("NUMBA_CACHE_DIR", None)
+        lines[name] = []
+        procs[name] = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *args], cwd=repo, env=env, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
+        threads.append(threading.Thread(target=read, args=(name, procs[name])))
+        threads[-1].start()
+    out = {}
+    for name, proc in procs.items():
+        proc.wait()
+        total = time.perf_counter() - started
+        if proc.returncode != 0:
+            tail = "\n".join(text for _, text in lines[name][-40:])
+            raise SystemExit(f"dvc repro in {repos[name]} failed ({proc.returncode}):\n{tail}")
+        out[name] = {"seconds": round(total, 1), "stages": None}
+    for thread in threads:
+        thread.join()
+    for name in procs:
+        out[name]["stages"] = _stages(lines[name], out[name]["seconds"])
+        last = max((t for t, _ in lines[name]), default=out[name]["seconds"])
+        out[name]["seconds"] = round(last, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    def add(p):
+        p.add_argument("--old", type=Path, required=True, help="checkout of the code to compare against")
+        p.add_argument("--keep", type=Path, help="folder for the two repositories and their caches")
+    args = cli(__doc__, add, argv)
+    tmp = Path(args.keep or tempfile.mkdtemp(prefix="hs-first-"))
+    repos = {"old": clone(args.old.resolve(), tmp / "old"), "new": clone(REPO, tmp / "new")}
+    caches = {name: tmp / f"cache-{name}" for name in repos}
+    result: dict[str, Any] = {"machine": machine(), "load_start": load_average(), "old": str(args.old)}
+    first = repro(repos, caches, [])
+    result["first"] = first
+    result["load_mid"] = load_average()
+    second = repro({"new": repos["new"]}, caches, ["-f"])
+    result["second"] = second
+    result["load_end"] = load_average()
+    o, n, n2 = first["old"], first["new"], second["new"]
+    print(f"default dvc repro, old = {args.old}, new = {REPO}; load {result['load_start'][0]:.1f} -> "
+          f"{result['load_end'][0]:.1f}")
+    print(f"{'stage':<14}{'old first':>10}{'new first':>10}{'new second':>11}")
+    for stage in sorted(set(o["stages"]) | set(n["stages"]), key=lambda s: list(n["stages"]).index(s)
+                        if s in n["stages"] else 99):
+        print(f"{stage:<14}{o['stages'].get(stage, float('nan')):>10.1f}{n['stages'].get(stage, float('nan')):>10.1f}"
+              f"{n2['stages'].get(stage, float('nan')):>11.1f}")
+    print(f"{'total':<14}{o['seconds']:>10.1f}{n['seconds']:>10.1f}{n2['seconds']:>11.1f}")
+    print(f"old / new (first runs, side by side): {o['seconds'] / n['seconds']:.2f}x (target >= 1.5x); "
+          f"new first / second: {n['seconds'] / n2['seconds']:.2f}x (target <= 1.3x)")
+    write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
