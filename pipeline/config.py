@@ -152,7 +152,9 @@ class TrainConfig(_Section):
     l2: float = Field(0.0, ge=0)                    # L2 penalty (Adam weight decay)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     compile: bool = False                           # torch.compile (graph) instead of eager
-    snapshot_every: int = Field(200, ge=0)          # steps between weight snapshots; 0: none
+    snapshot_every: int = Field(200, ge=0)          # linear schedule: steps between weight snapshots; 0: none
+    snapshot_schedule: Literal["linear", "log"] = "log"  # log: steps 0, 1, 2, 4, 8, ... and the end
+    val_fraction: float = Field(0.1, ge=0.0, le=0.5)  # training images held out, evaluated every epoch
     kl_weight: float = Field(1.0, ge=0)             # vae: weight of the KL term
     noise: float = Field(0.0, ge=0.0, lt=1.0)       # denoising: masking fraction or gaussian std
     noise_kind: Literal["masking", "gaussian"] = "masking"

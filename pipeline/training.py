@@ -66,7 +66,7 @@ def fit(model: Network, train_images: np.ndarray, train_labels: np.ndarray, test
         seed: int = 0, l1: float = 0.0, l2: float = 0.0, noise: float = 0.0, noise_kind: str = "masking",
         kl_weight: float = 1.0, device: torch.device | str = "cpu", optimizer: str = "adam", momentum: float = 0.9,
         nesterov: bool = False, schedule: str = "none", step_size: int = 10, gamma: float = 0.1,
-        augment: Mapping[str, Any] | None = None,
+        augment: Mapping[str, Any] | None = None, monitor: str = "test",
         on_step: Callable[[int, bool], None] | None = None,
         on_epoch: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
     """Train ``model`` in place with ``optimizer`` (``adam``, or ``sgd`` with ``momentum`` and
@@ -78,7 +78,9 @@ def fit(model: Network, train_images: np.ndarray, train_labels: np.ndarray, test
 
     ``*_images`` (N, C, H, W) uint8 and ``*_labels`` (N,) int64 arrays; ``mean``/``std`` per channel
     in [0, 1] units. ``noise``/``noise_kind``: denoising input corruption for autoencoders;
-    ``kl_weight``: a VAE's KL weight. ``on_step(step, final)`` is called at step 0, after every
+    ``kl_weight``: a VAE's KL weight. ``test_*`` is the split evaluated after every epoch, named
+    ``monitor`` in the history and the log (the train stage passes its validation split as "val").
+    ``on_step(step, final)`` is called at step 0, after every
     optimiser step, and once more at the end with ``final=True`` (weight snapshots);
     ``on_epoch(epoch, {"train": stats, "test": stats})`` after each epoch. A non-finite loss
     stops with a :class:`UserError`. Returns the last epoch's statistics, ``steps`` and
@@ -138,14 +140,14 @@ def fit(model: Network, train_images: np.ndarray, train_labels: np.ndarray, test
             train_stats["lr"] = opt.param_groups[0]["lr"]
             sched.step()
         test_stats = evaluate(model, x_test, y_test, normalize, kl_weight=kl_weight)
-        history = {"train": train_stats, "test": test_stats}
-        summary = ", ".join(f"test {k} {v:.4f}" for k, v in test_stats.items())
+        history = {"train": train_stats, monitor: test_stats}
+        summary = ", ".join(f"{monitor} {k} {v:.4f}" for k, v in test_stats.items())
         log(f"epoch {epoch}/{epochs}: train loss {train_stats['loss']:.4f}, {summary} "
             f"({epoch_seconds[-1]:.1f} s)")
         if on_epoch:
             on_epoch(epoch, history)
     if not history:                                  # epochs: 0 (analyse given weights only)
-        history = {"test": evaluate(model, x_test, y_test, normalize, kl_weight=kl_weight)}
+        history = {monitor: evaluate(model, x_test, y_test, normalize, kl_weight=kl_weight)}
     if on_step:
         on_step(step, True)
     history["steps"] = step

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_PARAMS: dict[str, Any] = {
     "data": {"dataset": "mnist-5k", "n_train": 600, "n_test": 200},
     "model": {"arch": "lenet"},
-    "train": {"epochs": 2, "batch_size": 64, "snapshot_every": 5},
+    "train": {"epochs": 2, "batch_size": 64, "snapshot_every": 5, "snapshot_schedule": "linear"},
     "extract": {"n_samples": 120},
     "reduce": {"pca_dims": 20, "tsne": {"perplexity": 10, "n_iter": 100, "early_exaggeration_iter": 50},
                "umap": {"n_neighbors": 8, "n_epochs": 50}},

@@ -26,16 +26,19 @@ def test_train_writes_weights_config_snapshots_and_metrics(trained):
     assert (model_dir / "model.safetensors").read_bytes()[:8] != b"\x80\x04\x95"   # not a pickle
     index = json.loads((model_dir / "snapshots" / "index.json").read_text())["snapshots"]
     steps = [s["step"] for s in index]
-    # 600 images / 64 = 10 steps per epoch, 2 epochs, a snapshot every 5 steps plus step 0
-    assert steps == [0, 5, 10, 15, 20]
+    # 600 images less 10% validation = 540 / 64 = 9 steps per epoch, 2 epochs, a snapshot every 5
+    # steps (schedule linear in the tiny params) plus step 0 and the end
+    assert steps == [0, 5, 10, 15, 18]
     for entry in index:
         assert (model_dir / "snapshots" / entry["file"]).exists()
     metrics = json.loads((trained / paths.TRAIN_METRICS / "metrics.json").read_text())
     assert 0.5 < metrics["test"]["accuracy"] <= 1.0
     assert set(metrics["per_class_accuracy"]) == {str(i) for i in range(10)}
     assert metrics["params"] == 61706 and "seconds_per_epoch" not in metrics      # timings: logs/ (below)
-    curve = (trained / paths.TRAIN_METRICS / "plots" / "metrics" / "test" / "accuracy.tsv").read_text().splitlines()
-    assert curve[0].split("\t") == ["step", "accuracy"] and len(curve) == 1 + 2
+    curve = (trained / paths.TRAIN_METRICS / "plots" / "metrics" / "val" / "accuracy.tsv").read_text().splitlines()
+    assert curve[0].split("\t") == ["step", "accuracy"] and len(curve) == 1 + 2      # validation: every epoch
+    assert not (trained / paths.TRAIN_METRICS / "plots" / "metrics" / "test").exists()  # test: once, at the end
+    assert 0.5 < metrics["val"]["accuracy"] <= 1.0
     assert not (model_dir / "tensorboard").exists()             # events hold the time: never a DVC output
     events = list((trained / paths.TRAIN_LOGS / "tensorboard").glob("events.out.tfevents.*"))
     assert events
@@ -160,3 +163,19 @@ def test_compile_without_a_cxx_compiler_is_one_line(trained, tmp_path):
                               "train.compile: false")
     assert sum(line.startswith("error:") for line in lines) == 1
     assert not (tmp_path / paths.MODEL).exists() and not (tmp_path / paths.TRAIN_METRICS).exists()
+
+
+def test_log_snapshot_schedule_and_validation_split(trained, tmp_path):
+    """The defaults: snapshots at steps 0, 1, 2, 4, 8, ... and the end; a validation share of the
+    training images watched each epoch, the test split evaluated once."""
+    import shutil
+
+    write_params(tmp_path, {"train": {"epochs": 1, "snapshot_schedule": "log", "val_fraction": 0.2}})
+    shutil.copytree(trained / paths.PREPARED, tmp_path / paths.PREPARED)
+    proc = run_cli("train", cwd=tmp_path)
+    assert "(480 train / 120 validation / 200 test)" in proc.stderr
+    index = json.loads((tmp_path / paths.MODEL / "snapshots" / "index.json").read_text())["snapshots"]
+    assert [s["step"] for s in index] == [0, 1, 2, 4, 8]                # 480 / 64 = 8 steps
+    metrics = json.loads((tmp_path / paths.TRAIN_METRICS / "metrics.json").read_text())
+    assert set(metrics["val"]) == {"loss", "accuracy"} and set(metrics["test"]) == {"loss", "accuracy"}
+    assert metrics["test"] != metrics["val"]

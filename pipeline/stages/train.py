@@ -28,21 +28,21 @@ from pipeline.errors import ConfigError
 from pipeline.models import build_model, check_weights_config, ignored_knobs, load_weights_into, model_meta, save_model
 from pipeline.models.common import Network
 from pipeline.runtime import log, normalizer, resolve_device, seed_everything
-from pipeline.training import check_compile, filter_grid, fit, per_class_accuracy, predict_logits
+from pipeline.schedules import snapshot_steps, validation_split
+from pipeline.training import check_compile, evaluate, filter_grid, fit, per_class_accuracy, predict_logits
 
 __all__ = ["run"]
 
 class _Snapshots:
-    """Saves weights every ``every`` steps (and at step 0) under ``directory``."""
+    """Saves weights at the planned steps (:func:`pipeline.schedules.snapshot_steps`) and at the
+    end under ``directory``."""
 
-    def __init__(self, directory: Path, every: int, steps_per_epoch: int):
-        self.directory, self.every, self.steps_per_epoch = directory, every, steps_per_epoch
+    def __init__(self, directory: Path, steps: list[int], steps_per_epoch: int):
+        self.directory, self.steps, self.steps_per_epoch = directory, set(steps), steps_per_epoch
         self.index: list[dict[str, Any]] = []
 
     def maybe_save(self, model: Network, step: int, force: bool = False) -> None:
-        if self.every <= 0 and not force:
-            return
-        if not force and step % self.every:
+        if not force and step not in self.steps:
             return
         if any(s["step"] == step for s in self.index):
             return
@@ -107,11 +107,17 @@ def run(params: Params) -> dict[str, Any]:
             check_compile(device)
             model.compile()
         meta = model_meta(model, params.model.model_dump(), data.info)
+        # train.val_fraction of the training images is held out and watched every epoch; the test
+        # split is evaluated once, after training
+        fit_rows, val_rows = validation_split(data.train_labels, cfg.val_fraction, cfg.seed)
+        train_x, train_y = data.train_images[fit_rows], data.train_labels[fit_rows]
+        val_x, val_y = data.train_images[val_rows], data.train_labels[val_rows]
         log(f"training {params.model.arch} ({meta['params']:,} parameters) on {data.info['dataset']} "
-            f"({len(data.train_labels)} train / {len(data.test_labels)} test) on {device}")
+            f"({len(train_y)} train / {len(val_y)} validation / {len(data.test_labels)} test) on {device}")
 
-        steps_per_epoch = math.ceil(len(data.train_labels) / cfg.batch_size)
-        snapshots = _Snapshots(paths.MODEL_SNAPSHOTS, cfg.snapshot_every, steps_per_epoch)
+        steps_per_epoch = math.ceil(len(train_y) / cfg.batch_size)
+        planned = snapshot_steps(cfg.epochs * steps_per_epoch, cfg.snapshot_schedule, cfg.snapshot_every)
+        snapshots = _Snapshots(paths.MODEL_SNAPSHOTS, planned, steps_per_epoch)
         tb = SummaryWriter(log_dir=str(paths.TRAIN_LOGS / "tensorboard"))
         live = _open_live(paths.TRAIN_METRICS)
 
@@ -126,7 +132,7 @@ def run(params: Params) -> dict[str, Any]:
             live.next_step()
 
         try:
-            history = fit(model, data.train_images, data.train_labels, data.test_images, data.test_labels,
+            history = fit(model, train_x, train_y, val_x, val_y, monitor="val",
                           mean=data.info["mean"], std=data.info["std"], epochs=cfg.epochs,
                           batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, l1=cfg.l1, l2=cfg.l2,
                           noise=cfg.noise, noise_kind=cfg.noise_kind, kl_weight=cfg.kl_weight, device=device,
@@ -136,10 +142,18 @@ def run(params: Params) -> dict[str, Any]:
                           on_step=lambda step, final: snapshots.maybe_save(model, step, force=final),
                           on_epoch=on_epoch)
             if cfg.epochs == 0:
-                for key, value in history["test"].items():
-                    live.log_metric(f"test/{key}", value)
+                for key, value in history["val"].items():
+                    live.log_metric(f"val/{key}", value)
+            normalize = normalizer(data.info["mean"], data.info["std"], device)
+            test_x = torch.from_numpy(np.ascontiguousarray(data.test_images)).to(device)
+            test_stats = evaluate(model, test_x, torch.from_numpy(data.test_labels).to(device), normalize,
+                                  kl_weight=cfg.kl_weight)             # the test split, once, at the end
+            for key, value in test_stats.items():
+                tb.add_scalar(f"test/{key}", value, cfg.epochs)
+            live.summary["test"] = test_stats
+            history["test"] = test_stats
+            log(", ".join(f"test {k} {v:.4f}" for k, v in test_stats.items()))
             if model.task == "classify":
-                normalize = normalizer(data.info["mean"], data.info["std"], device)
                 preds = predict_logits(model, torch.from_numpy(data.test_images).to(device), normalize).argmax(1).numpy()
                 live.summary["per_class_accuracy"] = per_class_accuracy(preds, data.test_labels, data.classes)
             else:                                      # reconstruct: trained without labels, no accuracy
