@@ -81,7 +81,9 @@ def test_sigkill_then_repro_gives_uninterrupted_outputs(dvc_repo, stage):
     assert not (root / out / last).exists(), f"{stage} had already written {last}: the kill came too late"
 
     ran = stages_ran(dvc("repro", "extract", cwd=root).stdout)
-    assert ran == {stage}, ran                   # the same outputs again: nothing downstream reruns
+    # nothing downstream reruns; the killed stage reruns, or DVC restores it from its run-cache
+    # (extract, whose outputs are all cached), so it may not show as run
+    assert ran <= {stage}, ran
     assert _digest(root / "data/model") == reference["model"]
     assert _digest(root / "data/activations") == reference["activations"]
     assert not list((root / "data").rglob("*.partial")) and not list((root / "data").rglob(".*.tmp"))
