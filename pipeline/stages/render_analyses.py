@@ -90,7 +90,10 @@ def snapshot_weights(model: Any, layers: list[str]) -> tuple[list[dict[str, Any]
     rows = sorted(artifacts.load_json(index, "snapshot index").get("snapshots") or [],
                   key=lambda r: int(r["step"]))
     modules = dict(model.named_layers())
-    keys = {name: f"{_qualified(model, modules[name])}.weight" for name in layers}
+    if hasattr(model, "all_layers"):             # not ours: conv layers by module path, keys of the wrapped net
+        modules.update(model.all_layers())
+    root = getattr(model, "net", model) if hasattr(model, "all_layers") else model
+    keys = {name: f"{_qualified(root, modules[name])}.weight" for name in layers}
     frames: dict[str, list[np.ndarray]] = {name: [] for name in layers}
     for row in rows:
         state = artifacts.load_safetensors(paths.MODEL / "snapshots" / row["file"])
