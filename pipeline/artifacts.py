@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import tokenize
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -151,7 +152,8 @@ def load_npy(path: str | Path, *, dtype: Any = None, ndim: int | None = None,
         reason = ("holds pickled Python objects, not numbers" if "pickle" in str(exc) or "Python objects" in str(exc)
                   else f"not a plain numeric .npy ({first_line(exc)})")
         raise UserError(f"{path}: {reason}; delete it and rerun `dvc repro`") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:       # (np.load reads "PK\x03\x04..." as a .npz)
+    except (OSError, EOFError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError) as exc:  # (np.load reads "PK\x03\x04..." as a .npz;
+        # a damaged header dict reaches Python's parser)
         raise UserError(f"{path}: truncated or damaged .npy ({first_line(exc)}); delete it and rerun `dvc repro`") from None
     if not isinstance(array, np.ndarray):                 # np.load opens a .npz (zip) archive whatever the name
         array.close()
