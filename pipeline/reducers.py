@@ -67,6 +67,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from pipeline.config import METHODS, PCAConfig, ReduceConfig, TSNEConfig, UMAPConfig, parse_params
+from pipeline import runtime
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -495,10 +496,7 @@ def _n_jobs(n: int) -> int:
     """
     if n < THREADS_FROM:
         return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:                                   # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    return runtime.usable_cpus()
 
 
 # --------------------------------------------------------------------------- the one entry point

@@ -10,11 +10,36 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 __all__ = ["resolve_device", "seed_everything", "progress", "normalizer", "normalized_batches", "log", "limit_threads",
-           "ThreadLimit",
-           "SINGLE_THREAD_BELOW", "THREAD_VARIABLES"]
+           "ThreadLimit", "usable_cpus", "worker_processes",
+           "SINGLE_THREAD_BELOW", "THREAD_VARIABLES", "WORKERS_VARIABLE"]
 
 SINGLE_THREAD_BELOW = 10_000      # points: analysis stages keep BLAS / OpenMP / numba on one thread below this
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+WORKERS_VARIABLE = "HIDDEN_SPACES_WORKERS"   # processes that draw figures (render); 1: draw in the stage's own process
+
+
+def usable_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                                   # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_processes(n_jobs: int, per_worker: int = 4) -> int:
+    """How many processes should share ``n_jobs`` independent jobs: every usable core, but at
+    least ``per_worker`` jobs each (starting a process costs about a second of imports), and
+    ``HIDDEN_SPACES_WORKERS`` when the user set it (1: no extra processes). A worker count is
+    never part of a result: the outputs are the same whichever process made them."""
+    from pipeline.errors import UsageError
+
+    wanted = os.environ.get(WORKERS_VARIABLE, "").strip()
+    if wanted:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise UsageError(f"{WORKERS_VARIABLE}={wanted!r} is not a whole number of processes; "
+                             f"set it to 1 or more, or unset it to use every core")
+        return max(1, min(int(wanted), n_jobs))
+    return max(1, min(usable_cpus(), n_jobs // per_worker))
 
 
 def log(message: str) -> None:

@@ -81,6 +81,23 @@ def run_cli(*args: str, cwd: Path, check: bool = True, env: dict | None = None,
     return proc
 
 
+@pytest.fixture(autouse=True)
+def _thread_limits_undone():
+    """A stage run in this process keeps its thread limit for the rest of the process
+    (``runtime.limit_threads`` sets ``OMP_NUM_THREADS=1`` and friends). Undone after every test, so
+    a later child (:func:`run_cli`) gets the threads a fresh process gets: a training run with one
+    thread rounds differently from one with two, and the same-seed tests compare bytes."""
+    from pipeline.runtime import THREAD_VARIABLES
+
+    saved = {var: os.environ.get(var) for var in THREAD_VARIABLES}
+    yield
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty working folder with tiny params.yaml; cwd is set to it."""

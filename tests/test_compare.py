@@ -17,7 +17,7 @@ from pipeline.errors import UserError
 from pipeline.plots.compare import cka_heatmap, maps_side_by_side
 from pipeline.stages.compare import (OUTPUT_FILES, Revision, align_layers, check_same_images, choose_method,
                                      stale_outputs, summary_markdown, verdict)
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.dvc_repo import dvc, exp_run, git
 
 LENET = ["input", "conv1", "act1", "pool1", "conv2", "act2", "pool2", "flatten", "fc1", "act3", "fc2", "act4",
@@ -281,6 +281,7 @@ def synthetic_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     git("init", "-q", "-b", "main", cwd=root)
     dvc("init", "-q", cwd=root)
     (root / ".dvc" / "config").write_text("[core]\n    analytics = false\n")
+    shutil.copy2(REPO / "params.yaml", root / "params.yaml")     # what marks the project folder
     git("add", "-A", cwd=root)
     git("commit", "-q", "-m", "empty project", cwd=root)
     rng = np.random.default_rng(0)

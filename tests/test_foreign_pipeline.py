@@ -1,8 +1,9 @@
 """torchvision models through the whole pipeline: real `dvc repro` in a temporary git repository.
 
 As cheap as the pipeline allows: 200 training images, one epoch, 100 test images, snapshots every 2
-steps. ResNet-18 (small stem) and mobilenet_v3_small; for ResNet-18 also `compare` against a LeNet
-experiment on the same images (CKA across architectures).
+steps. ResNet-18 (small stem) through every stage with `dvc repro`, then `compare` against a LeNet
+experiment on the same images (CKA across architectures); mobilenet_v3_small (no ReLU modules,
+flattened maps) through the stages that depend on the architecture: train, extract, diagnose.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_params
 from tests.dvc_repo import dvc, git, make_repo, stages_ran
 
 TINY = {"data": {"n_train": 200, "n_test": 100}, "train": {"epochs": 1, "batch_size": 50, "snapshot_every": 2},
@@ -43,15 +44,9 @@ def _json(path: Path):
     return json.loads(path.read_text())
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("arch", list(EXPECTED))
-def test_whole_pipeline(tmp_path: Path, arch: str) -> None:
+def _check_layers(root: Path, arch: str) -> dict:
+    """model.json and layers.json of ``arch`` as EXPECTED says; the layers.json index."""
     want = EXPECTED[arch]
-    root = make_repo(tmp_path / "repo", {**TINY, "model": {"arch": arch}})
-    out = dvc("repro", cwd=root).stdout
-    assert {"fetch", "train", "extract", "probe", "render", "diagnose", "export", "projector",
-            "reduce@pca", "reduce@tsne", "reduce@umap"} <= stages_ran(out)
-
     meta = _json(root / "data/model/model.json")
     assert meta["arch"] == arch and meta["output_layer"] == want["layers"][-1]
     index = _json(root / "data/activations/layers.json")
@@ -66,6 +61,36 @@ def test_whole_pipeline(tmp_path: Path, arch: str) -> None:
     snaps = index["snapshots"]
     assert len(snaps) >= 2 and all((root / "data/activations" / s["dir"] / f"{index['penultimate']}.npy").exists()
                                    for s in snaps)
+    return index
+
+
+def _check_diagnostics(root: Path, arch: str, index: dict) -> None:
+    want, rows = EXPECTED[arch], {row["name"]: row for row in index["layers"]}
+    diag = _json(root / "metrics/diagnostics.json")
+    for name in want["relu_layers"]:
+        assert "dead_fraction" in diag[name], (name, diag[name])
+    if want["relu_layers"]:
+        assert diag["summary"]["n_units"] == sum(rows[n]["shape"][0] for n in want["relu_layers"])
+
+
+@pytest.mark.slow
+def test_mobilenet_through_the_architecture_stages(workspace: Path) -> None:
+    write_params(workspace, {**TINY, "model": {"arch": "torchvision:mobilenet_v3_small"}})
+    for stage in ("fetch", "train", "extract", "diagnose"):
+        run_cli(stage, cwd=workspace)
+    index = _check_layers(workspace, "torchvision:mobilenet_v3_small")
+    _check_diagnostics(workspace, "torchvision:mobilenet_v3_small", index)
+
+
+@pytest.mark.slow
+def test_whole_pipeline(tmp_path: Path) -> None:
+    arch = "torchvision:resnet18"
+    want = EXPECTED[arch]
+    root = make_repo(tmp_path / "repo", {**TINY, "model": {"arch": arch}})
+    out = dvc("repro", cwd=root).stdout
+    assert {"fetch", "train", "extract", "probe", "render", "diagnose", "export", "projector",
+            "reduce@pca", "reduce@tsne", "reduce@umap"} <= stages_ran(out)
+    index = _check_layers(root, arch)
 
     probes = _json(root / "metrics/probes.json")
     assert all(0.0 <= probes[name]["accuracy"] <= 1.0 for name in want["layers"])
@@ -73,11 +98,7 @@ def test_whole_pipeline(tmp_path: Path, arch: str) -> None:
         emb = _json(root / f"metrics/embeddings/{method}.json")
         assert set(want["layers"]) <= set(emb), method
 
-    diag = _json(root / "metrics/diagnostics.json")
-    for name in want["relu_layers"]:
-        assert "dead_fraction" in diag[name], (name, diag[name])
-    if want["relu_layers"]:
-        assert diag["summary"]["n_units"] == sum(rows[n]["shape"][0] for n in want["relu_layers"])
+    _check_diagnostics(root, arch, index)
 
     export = _json(root / "metrics/export.json")
     for fmt in ("onnx", "torchscript"):
@@ -96,8 +117,6 @@ def test_whole_pipeline(tmp_path: Path, arch: str) -> None:
         csv = next((root / "plots/points/tsne").glob(f"*_{pooled[0]}.csv")).read_text()
         assert "mean-pooled" in csv.splitlines()[1], csv.splitlines()[:2]
 
-    if arch != "torchvision:resnet18":
-        return
     # CKA across architectures: LeNet (an experiment of extract and what it needs) on the same images
     git("add", "-A", cwd=root)
     git("commit", "-q", "-m", "resnet run", cwd=root)

@@ -173,12 +173,12 @@ def test_render_mlp_without_embeddings(workspace: Path) -> None:
 
 
 @pytest.mark.slow
-def test_numbers_come_before_drawing_and_jobs_draw_anywhere(staged_ws: Path) -> None:
+def test_numbers_come_before_drawing_and_jobs_draw_anywhere(staged_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """render.json is the planners' pure pass: known before any figure is drawn, the same however
     many are drawn; every job pickles and draws its file on its own, as a worker process would."""
     import pickle
 
-    from pipeline.figures import FigureJob, draw
+    from pipeline.figures import FigureJob, draw, draw_all
 
     write_synthetic_embedding(staged_ws, "pca", dims=2)
     low_dpi(staged_ws)
@@ -194,7 +194,28 @@ def test_numbers_come_before_drawing_and_jobs_draw_anywhere(staged_ws: Path) -> 
     assert (staged_ws / "one" / "progression_pca.png").read_bytes()[:8] == PNG
     for other in plan.jobs:
         pickle.dumps(other)
+    monkeypatch.setenv("HIDDEN_SPACES_WORKERS", "2")
     render.run(params)                                      # every figure drawn: the same numbers
     written = json.loads((staged_ws / paths.RENDER_METRICS).read_text())
     assert written == json.loads(json.dumps({**plan.metrics, "figures": len(plan.jobs)}))
     assert sorted(p.name for p in (staged_ws / paths.FIGURES).iterdir()) == sorted(names)
+    # drawn in two worker processes above, here in this one: the same bytes, GIFs included
+    some = [j for j in plan.jobs if j.name.endswith(".gif")][:1] + [j for j in plan.jobs if j.name.endswith(".png")][:5]
+    (staged_ws / "serial").mkdir()
+    draw_all(some, staged_ws / "serial", dpi=params.render.dpi, workers=1)
+    for job in some:
+        assert (staged_ws / "serial" / job.name).read_bytes() == (staged_ws / paths.FIGURES / job.name).read_bytes(), job.name
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_bad_worker_count_is_one_line(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.errors import UsageError
+    from pipeline.runtime import worker_processes
+
+    monkeypatch.setenv("HIDDEN_SPACES_WORKERS", value)
+    with pytest.raises(UsageError, match=f"HIDDEN_SPACES_WORKERS='{value}' is not a whole number"):
+        worker_processes(60)
+    monkeypatch.setenv("HIDDEN_SPACES_WORKERS", "8")
+    assert worker_processes(3) == 3                         # never more processes than jobs
+    monkeypatch.delenv("HIDDEN_SPACES_WORKERS")
+    assert worker_processes(3) == 1                         # a handful of jobs: not worth a process

@@ -63,7 +63,7 @@ from pipeline.datasets import load_info, split_images
 from pipeline.errors import ConfigError, UserError
 from pipeline.figures import Plan, Rows, draw_all
 from pipeline.stages import render_analyses as analyses
-from pipeline.runtime import log, progress
+from pipeline.runtime import log, progress, worker_processes
 
 __all__ = ["run", "Inputs", "load_inputs", "plan_figures", "plan_maps", "plan_weights", "plan_feature_maps",
            "plan_classifier", "plan_evolution", "plan_outliers", "plan_class_distances", "plan_dataset",
@@ -598,7 +598,8 @@ def run(params: Params) -> dict[str, Any]:
         plan = plan_figures(inp, cfg, noise=params.train.noise, noise_kind=params.train.noise_kind,
                             seed=params.train.seed)
         log(f"render: {len(plan.jobs)} figures ({', '.join(inp.methods) or 'no'} maps) -> {figures}")
-        draw_all(plan.jobs, figures, cfg.dpi, bar=lambda jobs: progress(jobs, desc="render", unit="figure"))
+        draw_all(plan.jobs, figures, cfg.dpi, workers=worker_processes(len(plan.jobs)),
+                 bar=lambda done, total: progress(done, total=total, desc="render", unit="figure"))
         names = np.asarray(inp.classes, dtype=object)
         if inp.preds is not None:
             columns = {"actual": names[inp.labels].astype(str), "predicted": names[inp.preds].astype(str)}
