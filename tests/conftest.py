@@ -192,7 +192,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     loadgroup = bool(getattr(config.option, "loadgroup", False))       # set in the xdist workers
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        group = next((XDIST_GROUPS[n] for n in sorted(names) if n in XDIST_GROUPS), None)
+        # the DVC repository's group first: a test that also wants the browser starts a second
+        # Chromium on that worker (seconds), rather than a second DVC repository (minutes)
+        group = next((XDIST_GROUPS[n] for n in sorted(names, key=lambda n: (XDIST_GROUPS.get(n) != "dvc_repo", n))
+                      if n in XDIST_GROUPS), None)
         if group is None:
             info = getattr(item, "_fixtureinfo", None)
             defs = info.name2fixturedefs if info is not None else {}

@@ -153,19 +153,3 @@ def test_dvc_plots_show_and_diff_draw_offline(dvc_repo: Path, browser) -> None:
     html = diff_page.read_text(encoding="utf-8")
     assert not any(c in html for c in CDN)
     _check_page(browser, diff_page, "dvc_plots_diff", len(_specs(html)))
-
-
-# Until tests/conftest.py provides the session's shared `dvc_repo` (issue 17 C), this module builds
-# its own; once conftest has one, that one is used and nothing is built here.
-import tests.conftest as _conftest  # noqa: E402
-
-if not hasattr(_conftest, "dvc_repo"):
-    @pytest.fixture(scope="module")
-    def dvc_repo(tmp_path_factory) -> Path:
-        from tests.dvc_repo import dvc, git, make_repo
-
-        root = make_repo(tmp_path_factory.mktemp("plots_repo"))
-        dvc("repro", cwd=root)
-        git("add", "-A", cwd=root)
-        git("commit", "-q", "-m", "tiny run", cwd=root)
-        return root
