@@ -6,9 +6,6 @@ import contextlib
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -25,6 +22,7 @@ from pipeline import projector
 from pipeline.errors import ConfigError
 
 from tests.conftest import run_cli
+from tests.servers import free_port, get, serve
 
 CLASSES = ["zero", "one", "two"]
 
@@ -360,50 +358,14 @@ def test_frontend_menu_model() -> None:
     assert menu == ["c", "b", "x/Adagrad", "a"]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 30.0) -> tuple[int, bytes, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read(), resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), exc.headers.get("Content-Type", "")
-
-
 @contextlib.contextmanager
 def _tensorboard(logdir: Path, log_path: Path, *flags: str):
-    """A real TensorBoard on 127.0.0.1 (own process group, stopped at the end); yields its base URL."""
-    port = _free_port()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-                                 "--host", "127.0.0.1", "--port", str(port), *flags],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:                                          # bounded: ~120 s of 0.5 s polls
-            if proc.poll() is not None:
-                raise AssertionError(f"tensorboard exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(OSError):
-                if _get(f"{base}/data/environment", timeout=5)[0] == 200:   # not plugins_listing: see below
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"tensorboard did not answer in 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    """A real TensorBoard on 127.0.0.1 (own process group, stopped at the end); yields its base URL.
+    Ready when /data/environment answers (not plugins_listing: see below)."""
+    port = free_port()
+    with serve([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
+                "--port", str(port), *flags], port, "/data/environment", log_path, name="tensorboard") as base:
         yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
 
 
 @pytest.mark.slow
@@ -419,18 +381,18 @@ def test_real_tensorboard_serves_every_layer(staged_ws: Path, tmp_path: Path) ->
     with _tensorboard(bundle, tmp_path / "tensorboard.log") as base:
         api = f"{base}/data/plugin/projector"
         for _ in range(120):                                 # until the marker event file is loaded
-            if json.loads(_get(f"{base}/data/runs")[1]) == ["."]:
+            if json.loads(get(f"{base}/data/runs")[1]) == ["."]:
                 break
             time.sleep(0.5)
         # The first listing must already show the tab active: without the marker event, the
         # plugin answers "inactive" while its thread looks for configs, and the page a user
         # opens says "No dashboards are active".
-        status, body, _ = _get(f"{base}/data/plugins_listing")
+        status, body, _ = get(f"{base}/data/plugins_listing")
         assert status == 200 and json.loads(body)["projector"]["enabled"], body[:500]
 
-        status, body, _ = _get(f"{api}/runs")
+        status, body, _ = get(f"{api}/runs")
         assert status == 200 and json.loads(body) == ["."]   # pbtxt at the logdir root: run "."
-        status, body, _ = _get(f"{api}/info?run=.")
+        status, body, _ = get(f"{api}/info?run=.")
         assert status == 200
         info = {e["tensorName"]: e for e in json.loads(body)["embeddings"]}
         # every layer under its place in the network, so the menu runs from input to output; the
@@ -446,19 +408,19 @@ def test_real_tensorboard_serves_every_layer(staged_ws: Path, tmp_path: Path) ->
             name, dim = stem, layer["dim"]
             assert info[name]["tensorShape"] == [n, dim]
             assert info[name]["sprite"]["singleImageDim"] == [28, 28]
-            status, body, ctype = _get(f"{api}/tensor?run=.&name={urllib.parse.quote(name)}")
+            status, body, ctype = get(f"{api}/tensor?run=.&name={urllib.parse.quote(name)}")
             assert status == 200 and ctype.startswith("application/octet-stream"), body[:200]
             assert len(body) == n * dim * 4
             served = np.frombuffer(body, dtype="<f4").reshape(n, dim)
             np.testing.assert_array_equal(served, np.load(acts / f"{layer['name']}.npy").astype(np.float32))
 
-            status, body, _ = _get(f"{api}/metadata?run=.&name={urllib.parse.quote(name)}")
+            status, body, _ = get(f"{api}/metadata?run=.&name={urllib.parse.quote(name)}")
             lines = body.decode().splitlines()
             assert status == 200 and lines[0] == "label\tclass\tprediction\tcorrect\tconfidence"
             assert len(lines) == n + 1
             assert [int(line.split("\t")[0]) for line in lines[1:]] == labels.tolist()
 
-            status, body, ctype = _get(f"{api}/sprite_image?run=.&name={urllib.parse.quote(name)}")
+            status, body, ctype = get(f"{api}/sprite_image?run=.&name={urllib.parse.quote(name)}")
             assert status == 200 and ctype == "image/png" and body[:8] == b"\x89PNG\r\n\x1a\n"
             sprite = Image.open(io.BytesIO(body))
             cols = int(np.ceil(np.sqrt(n)))

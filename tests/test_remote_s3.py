@@ -9,21 +9,17 @@ third clone with `dvc exp pull`. Needs the ``s3`` extra (dvc-s3) and moto's serv
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from tests.dvc_repo import _env, git, stages_ran
+from tests.servers import free_port, serve
 
 BUCKET = "hidden-spaces-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -42,45 +38,15 @@ def _missing() -> str | None:
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's standalone S3 server on 127.0.0.1 (own process group), with an empty bucket."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **CREDENTIALS})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:                                          # bounded: ~60 s of 0.2 s polls
-            if proc.poll() is not None:
-                raise AssertionError(f"moto server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"moto server did not answer in 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+    with serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port, "/moto-api/",
+               log_path, name="moto server", wait=60, poll=0.2, env={**os.environ, **CREDENTIALS}) as url:
         _s3(url).create_bucket(Bucket=BUCKET)
         yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
 
 
 def _s3(url: str):
@@ -156,19 +122,3 @@ def test_push_pull_repro_and_experiments_through_s3(dvc_repo: Path, s3_endpoint:
     rows = (third / "data" / "projector" / "metadata.tsv").read_text().splitlines()
     assert len(rows) == 1 + 50                                               # header + the capped points
     assert "up to date" in _dvc("status", cwd=third)
-
-
-# Until tests/conftest.py provides the session's shared `dvc_repo` (issue 17 C), this module builds
-# its own; once conftest has one, that one is used and nothing is built here.
-import tests.conftest as _conftest  # noqa: E402
-
-if not hasattr(_conftest, "dvc_repo"):
-    @pytest.fixture(scope="module")
-    def dvc_repo(tmp_path_factory) -> Path:
-        from tests.dvc_repo import dvc, make_repo
-
-        root = make_repo(tmp_path_factory.mktemp("s3_repo"))
-        dvc("repro", cwd=root)
-        git("add", "-A", cwd=root)
-        git("commit", "-q", "-m", "tiny run", cwd=root)
-        return root
