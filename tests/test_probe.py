@@ -101,3 +101,24 @@ def test_probe_stage_without_activations(workspace: Path) -> None:
     with pytest.raises(UserError, match="run the stage that makes it"):
         probe_stage.run(parse_params({}))
     assert not paths.PROBE_METRICS.exists()
+
+
+@pytest.mark.parametrize("n, dim, k", [(300, 40, 10), (40, 300, 40), (40, 300, 12), (50, 50, 50)])
+def test_principal_axes_are_the_exact_pca_axes(n: int, dim: int, k: int) -> None:
+    """Covariance (more points than features) or Gram route: the projections of scikit-learn's
+    exact PCA, column by column up to sign; zero columns where the training part has no variance."""
+    from sklearn.decomposition import PCA
+
+    from pipeline.probes import principal_axes
+
+    rng = np.random.default_rng(n + dim)
+    x = rng.normal(size=(n + 20, dim)) * np.linspace(3.0, 0.1, dim)          # distinct variances
+    train, test = x[:n], x[n:]
+    got_train, got_test = principal_axes(train, test, k)
+    rank = min(k, n - 1, dim)                                                  # centring removes one
+    pca = PCA(n_components=rank, svd_solver="full").fit(train)
+    want_train, want_test = pca.transform(train), pca.transform(test)
+    signs = np.sign((got_train[:, :rank] * want_train).sum(axis=0))
+    np.testing.assert_allclose(got_train[:, :rank] * signs, want_train, atol=1e-8)
+    np.testing.assert_allclose(got_test[:, :rank] * signs, want_test, atol=1e-8)
+    assert got_train.shape == (n, k) and not got_train[:, rank:].any()
