@@ -241,6 +241,7 @@ class ProbeConfig(_Section):
     C: float = Field(1.0, gt=0)                     # inverse L2 strength of the logistic regression
     max_iter: int = Field(300, ge=10, le=100_000)
     max_dims: int = Field(1024, ge=2)               # wider layers are PCA-reduced to this first
+    knn_k: int = Field(10, ge=1, le=100)            # k of the kNN accuracy in the layer's own space
     seed: int = Field(0, ge=0)
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["linear_probe", "split", "principal_axes"]
+__all__ = ["linear_probe", "split", "principal_axes", "knn_in_layer", "KNN_MAX_VALUES"]
+
+KNN_MAX_VALUES = 50_000_000     # n x dim above which knn_in_layer scores a seeded, stratified sample
 
 
 def split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,3 +99,29 @@ def linear_probe(x: np.ndarray, labels: np.ndarray, *, test_fraction: float = 0.
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     accuracy = float((clf.predict(x_test) == labels[test]).mean())
     return {"accuracy": round(accuracy, 6), "dims": int(x_train.shape[1]), "converged": converged}
+
+
+def knn_in_layer(x: np.ndarray, labels: np.ndarray, *, k: int = 10, seed: int = 0,
+                 max_values: int = KNN_MAX_VALUES) -> dict[str, Any]:
+    """k-nearest-neighbour accuracy in the layer's own space (every feature, float32: half the
+    memory of float64, the same accuracy), stratified 5-fold (:func:`pipeline.quality.knn_accuracy`).
+
+    It says how well the classes separate in the layer itself, where the maps' kNN accuracy says
+    how well they separate in the 2-D map. The cost is O(n^2 x dim): above ``max_values`` values
+    (n x dim) a seeded, stratified sample of ``max_values // dim`` points is scored and
+    ``knn_sample`` gives its size (10,000 x 4,704: 20 s of CPU on 2 cores, all points). Returns
+    ``{"knn_accuracy"[, "knn_sample"]}``, empty when undefined (one class, under four points).
+    """
+    from pipeline.quality import knn_accuracy
+
+    labels = np.asarray(labels)
+    n, dim = len(labels), max(1, int(np.prod(x.shape[1:])))
+    rows = None
+    if n * dim > max_values:
+        keep = max(4, int(max_values) // dim)
+        rows, _ = split(labels, 1.0 - keep / n, seed)        # stratified, seeded: the `keep` training rows
+    features = np.asarray(x if rows is None else x[rows], dtype=np.float32).reshape(-1, dim)
+    acc = knn_accuracy(features, labels if rows is None else labels[rows], k, seed=seed, dtype=np.float32)
+    if acc is None:
+        return {}
+    return {"knn_accuracy": round(acc, 6), **({"knn_sample": int(len(rows))} if rows is not None else {})}

@@ -13,8 +13,8 @@ points), so a stage can write ``{metric: value}`` and leave out the undefined on
   method saw as the reference space (the same space t-SNE and UMAP are fitted on), not the raw
   layer: far cheaper for wide conv layers, and it measures the method, not the PCA step.
 - :func:`knn_accuracy`: k-nearest-neighbour classification accuracy, stratified k-fold CV.
-  On the map it says how well classes separate in 2-D; on the layer's own features
-  (``knn_accuracy_full``) it says how well they separate in the layer itself.
+  On the map it says how well classes separate in 2-D; on the layer's own features (the probe
+  stage, :func:`pipeline.probes.knn_in_layer`) how well they separate in the layer itself.
 - :func:`silhouette`: mean silhouette of the true classes in the map (-1..1); above
   :data:`SILHOUETTE_MAX` points on a seeded sample of that size (``silhouette_sample``).
 - :func:`explained_variance`: share of the variance the first components keep (PCA).

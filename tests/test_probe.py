@@ -39,12 +39,19 @@ def test_split_without_stratification_when_a_class_is_a_singleton() -> None:
 
 
 def test_library_defaults_are_the_params_defaults() -> None:
-    """linear_probe's keyword defaults match params.yaml's `probe` section (its one home)."""
+    """linear_probe's and knn_in_layer's keyword defaults match params.yaml's `probe` section (its
+    one home)."""
     import inspect
 
-    defaults = {k: p.default for k, p in inspect.signature(linear_probe).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-    assert defaults == ProbeConfig().model_dump()
+    from pipeline.probes import knn_in_layer
+
+    def defaults(fn) -> dict:
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+
+    section = ProbeConfig().model_dump()
+    assert defaults(linear_probe) == {k: v for k, v in section.items() if k != "knn_k"}
+    assert {"k": section["knn_k"], "seed": section["seed"]} == {k: v for k, v in defaults(knn_in_layer).items()
+                                                                if k != "max_values"}
 
 
 def test_probe_on_separable_classes_is_perfect() -> None:
@@ -91,7 +98,7 @@ def test_probe_stage_writes_metrics(workspace: Path, capfd: pytest.CaptureFixtur
     saved = json.loads(paths.PROBE_METRICS.read_text())
     assert saved == result
     assert list(saved) == ["input", "fc", "flat", "broken"]
-    assert saved["fc"] == saved["flat"] == {"accuracy": 1.0, "dims": 8}
+    assert saved["fc"] == saved["flat"] == {"accuracy": 1.0, "dims": 8, "knn_accuracy": 1.0}
     assert saved["input"]["accuracy"] < 0.7
     assert "NaN or infinite" in saved["broken"]["skipped"]
     assert "layer broken skipped" in capfd.readouterr().err
@@ -122,3 +129,18 @@ def test_principal_axes_are_the_exact_pca_axes(n: int, dim: int, k: int) -> None
     np.testing.assert_allclose(got_train[:, :rank] * signs, want_train, atol=1e-8)
     np.testing.assert_allclose(got_test[:, :rank] * signs, want_test, atol=1e-8)
     assert got_train.shape == (n, k) and not got_train[:, rank:].any()
+
+
+def test_knn_in_layer_scores_a_stratified_sample_above_the_cap() -> None:
+    from pipeline.probes import knn_in_layer
+    from pipeline.quality import knn_accuracy
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    x = (rng.normal(size=(200, 30)) + 3.0 * labels[:, None]).astype(np.float32)
+    whole = knn_in_layer(x, labels, k=5, seed=1)
+    assert whole == {"knn_accuracy": round(knn_accuracy(x, labels, 5, seed=1, dtype=np.float32), 6)}
+    assert whole["knn_accuracy"] > 0.9
+    sampled = knn_in_layer(x, labels, k=5, seed=1, max_values=80 * 30)        # 80 points fit under the cap
+    assert sampled["knn_sample"] == 80 and sampled["knn_accuracy"] > 0.9
+    assert knn_in_layer(x[:3], labels[:3]) == {}                              # too few points: undefined

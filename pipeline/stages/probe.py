@@ -7,7 +7,13 @@ than ``probe.max_dims`` PCA-reduced (fitted on the training part) to
 (``probe.C``, ``probe.max_iter``). With ``n_train <= max_dims`` the PCA loses nothing the
 probe could use: an L2-penalised linear model's weights lie in the span of its training points.
 
-``metrics/probes.json``: ``{layer: {"accuracy": held-out accuracy, "dims": features used}}``;
+Beside it, the k-nearest-neighbour accuracy in the layer's own space
+(:func:`pipeline.probes.knn_in_layer`, ``probe.knn_k``, 5-fold): how well the classes separate
+without a linear read-out, the number the maps' own kNN accuracy (``metrics/embeddings``) is
+measured against. Computed here once per layer, not once per map method.
+
+``metrics/probes.json``: ``{layer: {"accuracy": held-out accuracy, "dims": features used,
+"knn_accuracy": kNN accuracy in the layer[, "knn_sample": points scored when sampled]}}``;
 a layer with NaN/inf activations has ``{"skipped": reason}`` instead.
 """
 
@@ -17,7 +23,7 @@ from typing import Any
 
 from pipeline import artifacts, memory, paths
 from pipeline.config import Params
-from pipeline.probes import linear_probe
+from pipeline.probes import knn_in_layer, linear_probe
 from pipeline.runtime import limit_threads, log, progress
 
 __all__ = ["run"]
@@ -47,7 +53,7 @@ def run(params: Params) -> dict[str, Any]:
                 continue
             if not result.pop("converged"):
                 not_converged.append(name)
-            results[name] = result
+            results[name] = {**result, **knn_in_layer(x, labels, k=cfg.knn_k, seed=cfg.seed)}
         if not_converged:
             log(f"warning: probe: the logistic regression did not converge in probe.max_iter = {cfg.max_iter} "
                 f"iterations for {', '.join(not_converged)}; raise probe.max_iter for exact figures")

@@ -41,26 +41,18 @@ from pipeline.quality import explained_variance, knn_accuracy, map_metrics
 from pipeline.reducers import Embedding, SkipLayer, check_config, embed, embed_frames, fingerprint, prepare
 from pipeline.runtime import limit_threads, log, progress
 
-__all__ = ["run", "layer_metrics", "points_columns", "FULL_KNN_MAX"]
-
-FULL_KNN_MAX = 50_000_000      # n x dim above which knn_accuracy_full uses the PCA features
+__all__ = ["run", "layer_metrics", "points_columns"]
 
 
 def layer_metrics(x: np.ndarray, emb: Embedding, labels: np.ndarray, method: str, cfg: ReduceConfig) -> dict[str, Any]:
     """Quality numbers of one layer's map (see :mod:`pipeline.quality`).
 
     ``trustworthiness`` is measured against the PCA-``reduce.pca_dims`` features the method
-    saw. ``knn_accuracy_full`` is the kNN accuracy in the layer's own space (all its
-    features) when ``n x dim <= FULL_KNN_MAX``, else in the PCA features (``knn_full_space``
-    in info.json says which).
+    saw. The kNN accuracy in the layer's own space is the same for every method: the probe
+    stage computes it once (``metrics/probes.json``).
     """
     assert emb.features is not None
     out: dict[str, Any] = map_metrics(emb.features.pcs, emb.coords, labels, k=cfg.knn_k, seed=cfg.seed)
-    full = x if x.size <= FULL_KNN_MAX else emb.features.pcs
-    wide = full is x and x.shape[1] > emb.features.pcs.shape[1]
-    acc = knn_accuracy(full, labels, cfg.knn_k, seed=cfg.seed, dtype=np.float32 if wide else np.float64)
-    if acc is not None:
-        out["knn_accuracy_full"] = round(acc, 6)
     if method == "pca":
         d = cfg.pca.n_components
         shown = round(explained_variance(emb.features.ratios, d), 6)      # of what the map shows
@@ -206,7 +198,6 @@ def run(params: Params, method: str) -> dict[str, Any]:
             metrics[name] = layer_metrics(x, emb, labels, method, cfg)
             info["layers"][name] = {
                 "status": "ok", "reason": None,
-                "knn_full_space": "full" if x.size <= FULL_KNN_MAX else f"pca{emb.features.pcs.shape[1]}",
                 "params": {k: v for k, v in emb.info.items() if k not in ("seconds",)},
             }
             artifacts.save_npy(out / f"{name}.npy", emb.coords)
