@@ -139,7 +139,8 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 10, folds: i
     return correct / n
 
 
-SILHOUETTE_MAX = 10_000         # points: above this the silhouette is scored on a seeded sample of this size
+SILHOUETTE_MAX = 5_000          # points: above this the silhouette is scored on a seeded sample of this size
+# (t-SNE maps of 10,000 digits: three seeds of 5,000 within 0.008 of the exact value, 0.3 s instead of 1.2-4.2 s)
 
 
 def silhouette(coords: np.ndarray, labels: np.ndarray, seed: int = 0,
