@@ -9,8 +9,9 @@ seeded pixel noise (uniform in [-12, 12] grey levels, each copy its own), writte
 ``data/prepared`` of a workspace per code tree. Each tree trains its own default LeNet (same
 seed) for ``--epochs`` epochs on the 5,000 originals with ``train.snapshot_every`` set so there
 are about 9 weight snapshots, as the default run has; then every stage after training runs as
-``python -m pipeline <stage>`` in its own process, old then new for each stage, so both see the
-same machine load. Per stage: wall seconds, CPU seconds (user + system of the process and its
+``python -m pipeline <stage>`` in its own process, old and new at the same time for each stage,
+so both see the same machine load; ``--sequential``: old's, then new's, each alone on the machine
+with every core, as ``dvc repro`` runs them (on a quiet machine: the wall seconds a user waits). Per stage: wall seconds, CPU seconds (user + system of the process and its
 children: far less sensitive to other jobs on a shared machine than wall time) and peak resident
 memory (``ru_maxrss``). Quality: the t-SNE and UMAP maps' kNN accuracy and trustworthiness per
 layer, read from both workspaces' ``metrics/embeddings``.
@@ -148,8 +149,13 @@ def compare(args: Any) -> dict[str, Any]:
           f"{'old GiB':>9}{'new GiB':>9}  load", flush=True)
     for group in args.stages:                      # "a+b": stages a and b at the same time (both trees)
         stages = group.split("+")
-        rows = run_stages({f"{name}|{stage}": (spaces[name], trees[name]) for name in ("old", "new")
-                           for stage in stages}, stages)
+        if args.sequential:                        # each tree's stages alone on the machine, old first
+            rows = {}
+            for name in ("old", "new"):
+                rows.update(run_stages({f"{name}|{stage}": (spaces[name], trees[name]) for stage in stages}, stages))
+        else:
+            rows = run_stages({f"{name}|{stage}": (spaces[name], trees[name]) for name in ("old", "new")
+                               for stage in stages}, stages)
         for stage in stages:
             o, n = rows[f"old|{stage}"], rows[f"new|{stage}"]
             result["stages"][stage] = {"old": o, "new": n, "together_with": [x for x in stages if x != stage]}
@@ -211,6 +217,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.add_argument("--epochs", type=int, default=3)
         p.add_argument("--stages", nargs="+", default=STAGES)
         p.add_argument("--keep", type=Path, help="workspace folder (reused when it exists)")
+        p.add_argument("--sequential", action="store_true",
+                       help="run old's processes of a stage group, then new's, rather than all at once (each "
+                            "then has every core, as in a `dvc repro`; a group `a+b` still runs a and b together)")
     args = cli(__doc__, add, argv)
     if args.big:
         return big(args)

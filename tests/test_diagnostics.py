@@ -213,6 +213,7 @@ def _layers(ws: Path) -> list[dict]:
     return json.loads((ws / "data/activations/layers.json").read_text())["layers"]
 
 
+@pytest.mark.slow
 def test_diagnose_cli_metrics_per_layer(staged_ws: Path):
     proc = run_cli("diagnose", cwd=staged_ws)
     metrics = json.loads((staged_ws / "metrics/diagnostics.json").read_text())
@@ -237,6 +238,7 @@ def test_diagnose_cli_metrics_per_layer(staged_ws: Path):
     assert "warning" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_diagnose_warns_about_a_mostly_dead_layer(staged_ws: Path):
     path = staged_ws / "data/activations/act3.npy"
     acts = np.load(path)

@@ -94,6 +94,7 @@ def test_bad_extract_params(staged_ws, overrides, code, expected):
     assert not (staged_ws / paths.ACTIVATIONS).exists()
 
 
+@pytest.mark.slow
 def test_float16_and_layer_subset(staged_ws):
     write_params(staged_ws, {"extract": {"dtype": "float16", "layers": ["pool2", "fc1"], "n_samples": 50}})
     run_cli("extract", cwd=staged_ws)
@@ -104,6 +105,7 @@ def test_float16_and_layer_subset(staged_ws):
     assert not (act / "conv1.npy").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split, n_samples", [("all", None), ("train", 90)])
 def test_split_train_and_all(staged_ws, split, n_samples):
     """extract.split: the activations of the input layer are the chosen pool's images, and

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 _FIT = """
@@ -16,6 +18,7 @@ print(embed(x, "umap", seed=0, n_neighbors=5, n_epochs=20).coords[:2].tolist())
 """
 
 
+@pytest.mark.slow
 def test_umap_compiles_into_the_on_disk_cache(tmp_path) -> None:
     """The first process writes umap-learn's compiled functions (which umap-learn itself does not
     mark cache=True, e.g. its layout optimiser) into NUMBA_CACHE_DIR; a second gets the same map."""

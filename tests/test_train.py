@@ -69,6 +69,7 @@ def test_same_seed_gives_identical_weights(trained, tmp_path):
     assert a == b
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_one_line_and_no_outputs(trained, tmp_path):
     """Weights holding an inf make the first loss non-finite: one line, exit 1, nothing left behind."""
     import shutil
@@ -99,6 +100,7 @@ def test_train_without_prepared_data_says_what_to_run(tmp_path):
         "error: data/prepared/info.json: dataset info not found; run the stage that makes it (`dvc repro`)"]
 
 
+@pytest.mark.slow
 def test_epochs_zero_without_weights_is_refused(trained, tmp_path):
     import shutil
 
@@ -165,6 +167,7 @@ def test_compile_without_a_cxx_compiler_is_one_line(trained, tmp_path):
     assert not (tmp_path / paths.MODEL).exists() and not (tmp_path / paths.TRAIN_METRICS).exists()
 
 
+@pytest.mark.slow
 def test_log_snapshot_schedule_and_validation_split(trained, tmp_path):
     """The defaults: snapshots at steps 0, 1, 2, 4, 8, ... and the end; a validation share of the
     training images watched each epoch, the test split evaluated once."""
