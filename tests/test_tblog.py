@@ -14,7 +14,8 @@ from PIL import Image
 
 from pipeline import tblog
 from tests.conftest import run_cli, write_params
-from tests.test_projector import _get, _tensorboard
+from tests.servers import get
+from tests.test_projector import _tensorboard
 
 
 def test_filter_grid_enlarges_each_weight_and_maps_sign_to_colour() -> None:
@@ -64,17 +65,17 @@ def test_every_epoch_of_the_filter_images_through_tensorboard(workspace: Path, t
     with _tensorboard(logdir, tmp_path / "tb.log", "--samples_per_plugin", "images=1000") as base:
         api = f"{base}/data/plugin/images"
         for _ in range(120):
-            tags = json.loads(_get(f"{api}/tags")[1])
+            tags = json.loads(get(f"{api}/tags")[1])
             if tags.get("tensorboard", {}).get("filters/first_layer"):
                 break
             import time
             time.sleep(0.5)
         query = urllib.parse.urlencode({"run": "tensorboard", "tag": "filters/first_layer", "sample": 0})
-        status, body, _ = _get(f"{api}/images?{query}")
+        status, body, _ = get(f"{api}/images?{query}")
         assert status == 200
         entries = json.loads(body)
         assert [e["step"] for e in entries] == list(range(1, epochs + 1))     # every epoch, none sampled away
-        status, png, ctype = _get(f"{base}/data/plugin/images/individualImage?{entries[-1]['query']}")
+        status, png, ctype = get(f"{base}/data/plugin/images/individualImage?{entries[-1]['query']}")
         assert status == 200 and ctype == "image/png"
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     # LeNet: 6 filters of 5x5 in a 3 x 2 grid, each at least 96 px: large enough to see
