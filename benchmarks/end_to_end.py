@@ -14,7 +14,7 @@ and caching that stage's outputs ("dvc" column). Then `dvc repro` again with eve
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 import shutil
 import statistics
@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, bench_env, cli, load_average, run_checked, write_json  # noqa: E402
@@ -35,6 +35,22 @@ _RUNNING = re.compile(r"Running stage '([^']+)'")
 _LOCK = re.compile(r"(Generating|Updating) lock file")
 
 TARGETS = {"scratch": 240.0, "noop": 5.0, "help": 1.0}
+
+
+@contextlib.contextmanager
+def repo_copy(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """:func:`make_copy` in ``keep`` (emptied first, kept afterwards) or in a temporary folder
+    named ``prefix...`` (removed at the end)."""
+    if keep:
+        if keep.exists():
+            shutil.rmtree(keep)
+        yield make_copy(keep)
+        return
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield make_copy(Path(tmp) / "repo")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def make_copy(dest: Path) -> Path:
@@ -121,15 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                   help="build the repo here and keep it (default: a temp dir)"),
                                    p.add_argument("--noop-runs", type=int, default=3)), argv)
     load_start = load_average()
-    tmp = None
-    if args.keep:
-        if args.keep.exists():
-            shutil.rmtree(args.keep)
-        repo = make_copy(args.keep)
-    else:
-        tmp = tempfile.mkdtemp(prefix="hs-e2e-")
-        repo = make_copy(Path(tmp) / "repo")
-    try:
+    with repo_copy(args.keep, "hs-e2e-") as repo:
         print(f"repository copy: {repo} (default params.yaml, empty DVC cache); load {load_start[0]:.2f}", flush=True)
         total, stages, _ = repro_timed(repo)
         print(f"\n{'stage':<14}{'command s':>10}{'dvc s':>8}")
@@ -148,9 +156,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"(target < {TARGETS['help']:.0f} s: {'meets' if help_s < TARGETS['help'] else 'MISSES'}); "
               f"imports torch: {imported_torch}")
         print(f"DVC cache after the run: {cache_mb:.0f} MB")
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
     load_end = load_average()
     result = {"scratch_seconds": round(total, 1), "stages": [{k: s[k] for k in ("stage", "seconds", "dvc_seconds")}
                                                               for s in stages],

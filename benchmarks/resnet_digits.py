@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cli, load_average, machine, write_json  # noqa: E402
-from end_to_end import make_copy, repro_timed  # noqa: E402
+from end_to_end import repro_timed, repo_copy  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -37,15 +35,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     load_start = load_average()
-    tmp = None
-    if args.keep:
-        if args.keep.exists():
-            shutil.rmtree(args.keep)
-        repo = make_copy(args.keep)
-    else:
-        tmp = tempfile.mkdtemp(prefix="hs-resnet-")
-        repo = make_copy(Path(tmp) / "repo")
-    try:
+    with repo_copy(args.keep, "hs-resnet-") as repo:
         params = yaml.safe_load((repo / "params.yaml").read_text())
         params["model"]["arch"] = "torchvision:resnet18"
         params["model"]["stem"] = "small"
@@ -59,9 +49,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics = json.loads((repo / "metrics/train/metrics.json").read_text())
         probes = json.loads((repo / "metrics/probes.json").read_text())
         layers = json.loads((repo / "data/activations/layers.json").read_text())["layers"]
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
     load_end = load_average()
     accuracy = metrics["test"]["accuracy"]
     print(f"\nseconds per epoch: {', '.join(f'{s:.0f}' for s in timings['epoch_seconds'])} "
