@@ -47,11 +47,9 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "ram_gib": ram, "os": platform.platform(),
+    from pipeline.runtime import usable_cpus
+
+    return {"cpu": cpu, "cores": usable_cpus(), "ram_gib": ram, "os": platform.platform(),
             "python": platform.python_version()}
 
 
