@@ -73,14 +73,21 @@ print(json.dumps({"done": bool(done), "numba": numba.get_num_threads(), "sum": t
 """
 
 
+def _run_without_thread_settings(code: str, timeout: float) -> dict:
+    """Run ``code`` in a fresh Python with no thread variables in its environment (as a user
+    starts it); the JSON object it prints last."""
+    from pipeline.runtime import THREAD_VARIABLES
+
+    clean = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**clean, "PYTHONPATH": str(REPO)}, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_numba_imported_before_the_limit_still_runs() -> None:
     """Setting NUMBA_NUM_THREADS after numba's import makes its next parallel call fail."""
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
-    proc = subprocess.run([sys.executable, "-c", _NUMBA_FIRST], cwd=REPO, capture_output=True, text=True,
-                          env={**clean, "PYTHONPATH": str(REPO)}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _run_without_thread_settings(_NUMBA_FIRST, timeout=300)
     assert out == {"done": True, "numba": 1, "sum": 1000.0}
 
 
@@ -105,12 +112,7 @@ print(json.dumps({"before": before, "inside": inside, "after": blas(), "applied_
 def test_the_limit_is_undone_when_the_block_ends() -> None:
     """In a notebook or a test session the limit is a `with` block: afterwards the BLAS pool and the
     environment are as they were."""
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
-    proc = subprocess.run([sys.executable, "-c", _UNDO], cwd=REPO, capture_output=True, text=True,
-                          env={**clean, "PYTHONPATH": str(REPO)}, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _run_without_thread_settings(_UNDO, timeout=120)
     assert out["inside"] == {"applied": True, "env": ["1"], "blas": [1]}
     assert max(out["before"]) > 1 and out["after"] == out["before"]
     assert out["applied_after"] is False and out["env_after"] == ["None"]
