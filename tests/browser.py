@@ -33,6 +33,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.skips import skip_or_fail
+
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("HIDDEN_SPACES_ARTIFACTS", REPO / "test-artifacts" / "browser"))
 
@@ -200,7 +202,7 @@ def chromium() -> Iterator[Browser]:
     """One headless Chromium for the session (skips with the reason where none is installed)."""
     found = find_chromium()
     if isinstance(found, str):
-        pytest.skip(f"no browser for HTML tests: {found}")
+        skip_or_fail(f"no browser for HTML tests: {found}")
     browser = Browser(*found)
     try:
         yield browser

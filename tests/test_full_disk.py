@@ -19,6 +19,7 @@ import pytest
 
 from pipeline import paths
 from tests.conftest import run_cli
+from tests.skips import skip_or_fail
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ def small_disk(staged_ws: Path):
     if proc.returncode != 0:
         data.rmdir()
         saved.rename(data)
-        pytest.skip(f"cannot mount a tmpfs here ({(proc.stderr or proc.stdout).strip() or proc.returncode}); "
+        skip_or_fail(f"cannot mount a tmpfs here ({(proc.stderr or proc.stdout).strip() or proc.returncode}); "
                     f"the full-disk case needs root or CAP_SYS_ADMIN")
     try:
         for name in ("prepared", "model"):

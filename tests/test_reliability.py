@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from pipeline import artifacts, cli, paths
 from pipeline.errors import UserError
 from tests.conftest import REPO, deep_update, default_signals
+from tests.skips import skip_or_fail
 from tests.test_reduce_stage import blobs, write_activations
 
 P = paths.PREPARED
@@ -729,7 +730,7 @@ def test_project_without_params_yaml_exit_2(workspace: Path, capsys):
 
 def test_outside_any_project_exit_2(tmp_path: Path, monkeypatch, capsys):
     if paths.find_root(tmp_path) is not None:
-        pytest.skip(f"{paths.find_root(tmp_path)} above the temporary folder holds dvc.yaml or params.yaml")
+        skip_or_fail(f"{paths.find_root(tmp_path)} above the temporary folder holds dvc.yaml or params.yaml")
     monkeypatch.chdir(tmp_path)
     message = expect_failure(capsys, "train", code=2)
     assert message == (f"no params.yaml or dvc.yaml in {tmp_path} or any folder above it; run from the project "
