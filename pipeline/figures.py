@@ -98,38 +98,22 @@ def draw(job: FigureJob, directory: Path, dpi: int) -> str:
     return job.name
 
 
-def _start_worker() -> None:
-    """A drawing process: Ctrl-C is the parent's to handle (it stops the pool and says so in one
-    line), and one BLAS thread each, since the processes already share the cores."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
-
-
 def draw_all(jobs: Iterable[FigureJob], directory: Path, dpi: int, *, workers: int = 1,
              bar: Callable[[Iterable, int], Iterable] = lambda done, total: done) -> list[str]:
     """Draw every job and return the names, in the order of ``jobs``. ``workers`` above 1 draws
     them in that many fresh processes (``spawn``: nothing of the caller's state, no forked
     threads); the files are the same either way. ``bar(done, total)`` wraps the stream of
     finished names, e.g. in a progress bar."""
-    jobs = list(jobs)
-    names = [job.name for job in jobs]
-    if workers <= 1 or len(jobs) < 2:
-        for _ in bar((draw(job, directory, dpi) for job in jobs), len(jobs)):
-            pass
-        return names
-    import multiprocessing
     from functools import partial
 
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(min(workers, len(jobs)), initializer=_start_worker) as pool:
-        # the longest jobs first (animations, then the rest in their order), so no worker is
-        # left with a GIF at the end while the others wait
-        order = sorted(range(len(jobs)), key=lambda i: not jobs[i].name.endswith(".gif"))
-        done = pool.imap_unordered(partial(draw, directory=directory, dpi=dpi), [jobs[i] for i in order])
-        for _ in bar(done, len(jobs)):
-            pass
-    return names
+    from pipeline.runtime import run_jobs
+
+    jobs = list(jobs)
+    # the longest jobs first (animations, then the rest in their order), so no worker is left
+    # with a GIF at the end while the others wait
+    order = sorted(range(len(jobs)), key=lambda i: not jobs[i].name.endswith(".gif")) if workers > 1 else list(range(len(jobs)))
+    done = (name for _, name in run_jobs(partial(draw, directory=directory, dpi=dpi), [jobs[i] for i in order],
+                                         workers=workers))
+    for _ in bar(done, len(jobs)):
+        pass
+    return [job.name for job in jobs]

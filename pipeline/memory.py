@@ -22,7 +22,7 @@ from typing import Mapping, Optional
 from pipeline.errors import UserError
 
 __all__ = ["LIMIT_VARIABLE", "KNOBS", "BASE_BYTES", "PER_VALUE", "available_memory", "parse_size", "estimate",
-           "check_fits", "check_layers", "gib"]
+           "check_fits", "check_layers", "workers_that_fit", "gib"]
 
 LIMIT_VARIABLE = "HIDDEN_SPACES_MEMORY"
 KNOBS = ("lower extract.n_samples, use extract.dtype: float16, list fewer extract.layers, "
@@ -119,3 +119,19 @@ def check_layers(stage: str, index: Mapping, *, extra: int = 0) -> int:
         check_fits(stage, need, f"{len(dims)} layers x {n} points (widest {widest}: {dims[widest]} values "
                                 f"per point, {index.get('dtype', 'float32')})")
     return need
+
+
+def workers_that_fit(stage: str, index: Mapping, wanted: int) -> int:
+    """How many of ``wanted`` worker processes, each holding the stage's working copies of the
+    widest layer (:func:`estimate`, with its own imports), fit in the available memory beside
+    the stage's own process; at least 1 (the stage then runs its jobs itself, as
+    :func:`check_layers` already allowed for)."""
+    if wanted <= 1:
+        return max(1, wanted)
+    free = available_memory()
+    if free is None:
+        return wanted
+    n = int(index.get("n") or 0)
+    dims = {str(row["name"]): int(row.get("dim") or 0) for row in index.get("layers") or []}
+    each = estimate(stage, n, dims, 2 if index.get("dtype") == "float16" else 4)
+    return max(1, min(wanted, (free - BASE_BYTES) // max(each, 1)))

@@ -11,11 +11,13 @@ model's weights lie in the span of its training points.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["linear_probe", "split", "principal_axes", "knn_in_layer", "KNN_MAX_VALUES"]
+__all__ = ["linear_probe", "split", "principal_axes", "knn_in_layer", "KNN_MAX_VALUES", "ProbeJob", "probe_layer"]
 
 KNN_MAX_VALUES = 50_000_000     # n x dim above which knn_in_layer scores a seeded, stratified sample
 
@@ -125,3 +127,33 @@ def knn_in_layer(x: np.ndarray, labels: np.ndarray, *, k: int = 10, seed: int = 
     if acc is None:
         return {}
     return {"knn_accuracy": round(acc, 6), **({"knn_sample": int(len(rows))} if rows is not None else {})}
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    """Probe one layer, read from ``path`` (``len(labels)`` rows) in the process that runs the
+    job (:func:`pipeline.runtime.run_jobs`); the other fields are :func:`linear_probe`'s and
+    :func:`knn_in_layer`'s arguments."""
+
+    name: str
+    path: Path
+    labels: np.ndarray
+    test_fraction: float = 0.3
+    C: float = 1.0
+    max_iter: int = 300
+    max_dims: int = 1024
+    knn_k: int = 10
+    seed: int = 0
+
+
+def probe_layer(job: ProbeJob) -> dict[str, Any]:
+    """:func:`linear_probe` and :func:`knn_in_layer` of one layer: ``{"accuracy", "dims",
+    "converged", "knn_accuracy"[, "knn_sample"]}``, or ``{"skipped": reason}``."""
+    from pipeline import artifacts
+
+    x = artifacts.load_rows(job.path, len(job.labels))
+    result = linear_probe(x, job.labels, test_fraction=job.test_fraction, C=job.C, max_iter=job.max_iter,
+                          max_dims=job.max_dims, seed=job.seed)
+    if "skipped" in result:
+        return result
+    return {**result, **knn_in_layer(x, job.labels, k=job.knn_k, seed=job.seed)}

@@ -297,8 +297,9 @@ def _pca(f: Features, cfg: PCAConfig, seed: int, notes: list[str]) -> tuple[np.n
 
 
 def _tsne(f: Features, cfg: TSNEConfig, seed: int, init: Optional[np.ndarray],
-          notes: list[str]) -> tuple[np.ndarray, dict]:
+          notes: list[str], threads: Optional[int] = None) -> tuple[np.ndarray, dict]:
     n, d = len(f.pcs), cfg.n_components
+    n_jobs = threads or _n_jobs(n)
     perplexity = clamp_perplexity(cfg.perplexity, n)
     if perplexity < cfg.perplexity:
         notes.append(f"perplexity {cfg.perplexity:g} -> {perplexity:.3g} (only {n} points; "
@@ -322,7 +323,7 @@ def _tsne(f: Features, cfg: TSNEConfig, seed: int, init: Optional[np.ndarray],
         tsne = TSNE(n_components=d, perplexity=perplexity, learning_rate=lr,
                     early_exaggeration_iter=cfg.early_exaggeration_iter, n_iter=cfg.n_iter,
                     negative_gradient_method=method, initialization=start, random_state=seed,
-                    neighbors="exact" if n <= EXACT_KNN_MAX else "auto", n_jobs=_n_jobs(n), verbose=False)
+                    neighbors="exact" if n <= EXACT_KNN_MAX else "auto", n_jobs=n_jobs, verbose=False)
         coords = np.asarray(tsne.fit(f.pcs))
         used.update(early_exaggeration_iter=cfg.early_exaggeration_iter, n_iter=cfg.n_iter)
     elif cfg.backend == "cuml":
@@ -333,7 +334,7 @@ def _tsne(f: Features, cfg: TSNEConfig, seed: int, init: Optional[np.ndarray],
         # scikit-learn fixes the early-exaggeration phase at 250 iterations (not a parameter)
         tsne = TSNE(n_components=d, perplexity=perplexity, learning_rate=lr,
                     max_iter=250 + cfg.n_iter, init=start, random_state=seed,
-                    method="barnes_hut" if method == "bh" else "exact", n_jobs=_n_jobs(n))
+                    method="barnes_hut" if method == "bh" else "exact", n_jobs=n_jobs)
         coords = tsne.fit_transform(f.pcs)
         used.update(early_exaggeration_iter=250, n_iter=cfg.n_iter)
         if cfg.early_exaggeration_iter != 250:
@@ -502,7 +503,8 @@ def _n_jobs(n: int) -> int:
 # --------------------------------------------------------------------------- the one entry point
 
 def embed(x: np.ndarray, method: str, /, *, seed: int, pca_dims: int = 50, sphereize: bool = False,
-          layout: Optional[np.ndarray] = None, features: Optional[Features] = None, **options: Any) -> Embedding:
+          layout: Optional[np.ndarray] = None, features: Optional[Features] = None, threads: Optional[int] = None,
+          **options: Any) -> Embedding:
     """Map ``x`` (n, dim) to (n, 2 or 3) with ``method`` (``pca``, ``tsne`` or ``umap``).
 
     ``options``: the method's hyperparameters, the keys of ``reduce.<method>`` in params.yaml
@@ -511,7 +513,8 @@ def embed(x: np.ndarray, method: str, /, *, seed: int, pca_dims: int = 50, spher
     UMAP are fitted on; ``sphereize``: every point centred and scaled to unit length first
     (``reduce.sphereize``, :func:`sphereize`).
     ``layout`` (n, d): a starting layout for t-SNE / UMAP (e.g. the previous snapshot's map),
-    rescaled here; PCA ignores it. ``features``: a :func:`prepare` result to reuse.
+    rescaled here; PCA ignores it. ``features``: a :func:`prepare` result to reuse. ``threads``:
+    t-SNE's thread count (None: :func:`_n_jobs`; e.g. 1 where other processes map other layers).
     Raises :class:`SkipLayer` (with the reason) when ``x`` cannot be embedded; never returns
     non-finite coordinates. ``info`` holds the parameters actually used, ``notes`` (clamps) and
     ``seconds``; for PCA also ``explained_variance_ratio``.
@@ -538,7 +541,7 @@ def embed(x: np.ndarray, method: str, /, *, seed: int, pca_dims: int = 50, spher
                 if method == "pca":
                     coords, used = _pca(features, cfg.pca, seed, notes)
                 elif method == "tsne":
-                    coords, used = _tsne(features, cfg.tsne, seed, layout, notes)
+                    coords, used = _tsne(features, cfg.tsne, seed, layout, notes, threads)
                 else:
                     coords, used = _umap(features, cfg.umap, seed, layout, notes)
     except SkipLayer:
@@ -601,9 +604,10 @@ def frame_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def embed_frames(frames: Iterable[np.ndarray], method: str, /, *, seed: int, pca_dims: int = 50,
                  sphereize: bool = False, start: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                 on_frame: Optional[Callable[[], None]] = None, **options: Any) -> list[Embedding | SkipLayer]:
+                 on_frame: Optional[Callable[[], None]] = None, threads: Optional[int] = None,
+                 **options: Any) -> list[Embedding | SkipLayer]:
     """Map a sequence of activation arrays of the same points, each frame aligned to the last.
-    ``method``, ``seed``, ``pca_dims``, ``sphereize`` and ``options`` as for :func:`embed`.
+    ``method``, ``seed``, ``pca_dims``, ``sphereize``, ``threads`` and ``options`` as for :func:`embed`.
 
     Frames are processed in the order given. ``start = (x, coords)``: a layer already mapped
     (e.g. the final model's) that the first frame starts from; a frame equal to that ``x``
@@ -621,10 +625,11 @@ def embed_frames(frames: Iterable[np.ndarray], method: str, /, *, seed: int, pca
         else:
             try:
                 if method == "pca" or previous is None:
-                    emb = embed(x, method, seed=seed, pca_dims=pca_dims, sphereize=sphereize, **options)
+                    emb = embed(x, method, seed=seed, pca_dims=pca_dims, sphereize=sphereize, threads=threads,
+                                **options)
                 else:                                        # a shorter budget: see frame_options
                     emb = embed(x, method, seed=seed, pca_dims=pca_dims, sphereize=sphereize, layout=previous,
-                                **frame_options(method, options))
+                                threads=threads, **frame_options(method, options))
             except SkipLayer as exc:
                 out.append(exc)
                 if on_frame:

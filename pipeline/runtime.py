@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 __all__ = ["resolve_device", "seed_everything", "progress", "normalizer", "normalized_batches", "log", "limit_threads",
-           "ThreadLimit", "usable_cpus", "worker_processes",
+           "ThreadLimit", "usable_cpus", "worker_processes", "run_jobs", "one_thread",
            "SINGLE_THREAD_BELOW", "THREAD_VARIABLES", "WORKERS_VARIABLE"]
 
 SINGLE_THREAD_BELOW = 10_000      # points: analysis stages keep BLAS / OpenMP / numba on one thread below this
@@ -26,11 +26,13 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def worker_processes(n_jobs: int, per_worker: int = 4) -> int:
+def worker_processes(n_jobs: int, per_worker: int = 4, *, worth_it: bool = True) -> int:
     """How many processes should share ``n_jobs`` independent jobs: every usable core, but at
-    least ``per_worker`` jobs each (starting a process costs about a second of imports), and
-    ``HIDDEN_SPACES_WORKERS`` when the user set it (1: no extra processes). A worker count is
-    never part of a result: the outputs are the same whichever process made them."""
+    least ``per_worker`` jobs each (starting a process costs one to three seconds of imports),
+    none when the caller says the jobs are too small to be ``worth_it``, and
+    ``HIDDEN_SPACES_WORKERS`` when the user set it (1: no extra processes; it overrides both
+    rules). A worker count is never part of a result: the outputs are the same whichever process
+    made them."""
     from pipeline.errors import UsageError
 
     wanted = os.environ.get(WORKERS_VARIABLE, "").strip()
@@ -39,7 +41,62 @@ def worker_processes(n_jobs: int, per_worker: int = 4) -> int:
             raise UsageError(f"{WORKERS_VARIABLE}={wanted!r} is not a whole number of processes; "
                              f"set it to 1 or more, or unset it to use every core")
         return max(1, min(int(wanted), n_jobs))
+    if not worth_it:
+        return 1
     return max(1, min(usable_cpus(), n_jobs // per_worker))
+
+
+def _start_worker() -> None:
+    """A worker process of :func:`run_jobs`: Ctrl-C is the parent's to handle (it stops the pool
+    and says so in one line), and one BLAS / OpenMP thread, since the processes share the cores
+    (the environment it was started with already says so to libraries loaded later)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
+def one_thread() -> ThreadLimit:
+    """:func:`limit_threads` whatever the input size: BLAS, OpenMP and numba on one thread (a
+    thread count the user set in the environment is still left as it is). For work that runs
+    the same way in a worker process of :func:`run_jobs` and in the stage's own process."""
+    return limit_threads(0, below=1)
+
+
+def run_jobs(function: Any, jobs: Sequence[Any], *, workers: int = 1) -> Iterator[tuple[int, Any]]:
+    """``(i, function(jobs[i]))`` for every job, in the order they finish. ``workers`` above 1
+    runs them in that many fresh processes (``spawn``: nothing of the caller's state, no forked
+    threads), each on one thread; ``function`` must be a module-level function and the jobs and
+    results picklable (plain data, paths, arrays). Jobs go out in the order given, so put the
+    longest first. A job's exception is raised here, in the caller, and stops the pool."""
+    if workers <= 1 or len(jobs) < 2:
+        for i, job in enumerate(jobs):
+            yield i, function(job)
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    saved = {var: os.environ.get(var) for var in THREAD_VARIABLES}
+    for var in THREAD_VARIABLES:                 # the children load their libraries with one thread
+        if not saved[var]:
+            os.environ[var] = "1"
+    try:
+        pool = context.Pool(min(workers, len(jobs)), initializer=_start_worker)
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+    with pool:
+        yield from pool.imap_unordered(_numbered, [(function, i, job) for i, job in enumerate(jobs)])
+
+
+def _numbered(task: tuple[Any, int, Any]) -> tuple[int, Any]:
+    function, i, job = task
+    return i, function(job)
 
 
 def log(message: str) -> None:

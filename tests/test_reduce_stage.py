@@ -159,8 +159,10 @@ def test_identical_layers_are_mapped_once(workspace: Path, monkeypatch: pytest.M
     hidden = np.tanh(x[:, :6])
     write_activations(workspace, {"input": x, "pool2": hidden, "flatten": hidden.copy()}, labels)
     fits = []
-    real_embed = reduce_stage.embed
-    monkeypatch.setattr(reduce_stage, "embed", lambda x, *a, **k: fits.append(x.shape) or real_embed(x, *a, **k))
+    from pipeline import mapping
+
+    real_embed = mapping.embed
+    monkeypatch.setattr(mapping, "embed", lambda x, *a, **k: fits.append(x.shape) or real_embed(x, *a, **k))
     reduce_stage.run(params(), "pca")
     assert fits == [(60, 8), (60, 6)]                                              # flatten: no second fit
     info = json.loads((paths.embedding_dir("pca") / "info.json").read_text())
@@ -271,3 +273,25 @@ def test_cli_reduce_and_probe_on_the_tiny_pipeline(staged_ws: Path) -> None:
         else:                                                                # PCA-reduced first
             assert 1 <= probes[name]["dims"] <= max_dims, name
     assert probes[index["penultimate"]]["accuracy"] > 0.3                      # 2 epochs: well above chance
+
+
+def _tree_bytes(*roots: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for root in roots for p in sorted([root] if root.is_file() else root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.slow
+def test_worker_processes_write_the_same_bytes(synthetic: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """reduce and probe map / probe the layers in worker processes: every output file is the same
+    as when the stage's own process does all of it (skipped layers and snapshot frames included)."""
+    from pipeline.stages import probe as probe_stage
+
+    outputs = (paths.embedding_dir("tsne"), paths.embedding_metrics("tsne"), paths.points_dir("tsne"),
+               paths.PROBE_METRICS)
+    found = []
+    for workers in ("1", "2"):
+        monkeypatch.setenv("HIDDEN_SPACES_WORKERS", workers)
+        reduce_stage.run(params(), "tsne")
+        probe_stage.run(parse_params({}, "test"))
+        found.append(_tree_bytes(*outputs))
+    assert len(found[0]) > 10 and found[0] == found[1]

@@ -23,10 +23,12 @@ from typing import Any
 
 from pipeline import artifacts, memory, paths
 from pipeline.config import Params
-from pipeline.probes import knn_in_layer, linear_probe
-from pipeline.runtime import limit_threads, log, progress
+from pipeline.probes import ProbeJob, probe_layer
+from pipeline.runtime import limit_threads, log, one_thread, progress, run_jobs, worker_processes
 
-__all__ = ["run"]
+__all__ = ["run", "PARALLEL_FROM"]
+
+PARALLEL_FROM = 500     # points: from here the layers are probed in worker processes, one per usable core
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -37,23 +39,35 @@ def run(params: Params) -> dict[str, Any]:
         index = artifacts.load_layer_index(act)
         memory.check_layers("probe", index)       # before anything is written (pipeline.memory)
         labels = artifacts.load_labels(act / "labels.npy", len(index["classes"]))
-        limit_threads(len(labels))                 # small inputs: one thread is faster (runtime.limit_threads)
         names = [row["name"] for row in index["layers"]]
+        dims = {row["name"]: int(row.get("dim") or 0) for row in index["layers"]}
+        jobs = sorted((ProbeJob(name, act / f"{name}.npy", labels, test_fraction=cfg.test_fraction, C=cfg.C,
+                                max_iter=cfg.max_iter, max_dims=cfg.max_dims, knn_k=cfg.knn_k, seed=cfg.seed)
+                       for name in names), key=lambda job: -dims[job.name])     # the widest (longest) first
+        # several layers: one thread each, in a worker or here (the same numbers for any number of
+        # workers); one layer gets every core
+        if len(jobs) > 1:
+            one_thread()
+        else:
+            limit_threads(len(labels))             # small inputs: one thread is faster (runtime.limit_threads)
+        workers = memory.workers_that_fit("probe", index, worker_processes(len(jobs), per_worker=2,
+                                                                           worth_it=len(labels) >= PARALLEL_FROM))
+        found: dict[str, Any] = {}
+        bar = progress(total=len(jobs), desc="probe", unit="layer")
+        for i, result in run_jobs(probe_layer, jobs, workers=workers):
+            found[jobs[i].name] = result
+            bar.set_postfix_str(jobs[i].name, refresh=False)
+            bar.update(1)
+        bar.close()
         results: dict[str, Any] = {}
         not_converged = []
-        bar = progress(names, desc="probe", unit="layer")
-        for name in bar:
-            bar.set_postfix_str(name, refresh=False)
-            x = artifacts.load_rows(act / f"{name}.npy", len(labels))
-            result = linear_probe(x, labels, test_fraction=cfg.test_fraction, C=cfg.C, max_iter=cfg.max_iter,
-                                  max_dims=cfg.max_dims, seed=cfg.seed)
+        for name in names:                         # in layer order, whichever process finished first
+            result = found[name]
             if "skipped" in result:
                 log(f"warning: probe: layer {name} skipped: {result['skipped']}")
-                results[name] = result
-                continue
-            if not result.pop("converged"):
+            elif not result.pop("converged"):
                 not_converged.append(name)
-            results[name] = {**result, **knn_in_layer(x, labels, k=cfg.knn_k, seed=cfg.seed)}
+            results[name] = result
         if not_converged:
             log(f"warning: probe: the logistic regression did not converge in probe.max_iter = {cfg.max_iter} "
                 f"iterations for {', '.join(not_converged)}; raise probe.max_iter for exact figures")

@@ -29,43 +29,22 @@ frame would not match the main map.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline import artifacts, memory, paths
-from pipeline.config import METHOD_NAMES, METHODS, Params, ReduceConfig
+from pipeline.config import METHOD_NAMES, METHODS, Params
 from pipeline.errors import UsageError, UserError
-from pipeline.quality import explained_variance, knn_accuracy, map_metrics
-from pipeline.reducers import Embedding, SkipLayer, check_config, embed, embed_frames, fingerprint, prepare
-from pipeline.runtime import limit_threads, log, progress
+from pipeline.mapping import LayerJob, LayerMaps, map_layer
+from pipeline.reducers import check_config, fingerprint
+from pipeline.runtime import limit_threads, log, one_thread, progress, run_jobs, worker_processes
 
-__all__ = ["run", "layer_metrics", "points_columns"]
+__all__ = ["run", "points_columns", "PARALLEL_FROM"]
 
-
-def layer_metrics(x: np.ndarray, emb: Embedding, labels: np.ndarray, method: str, cfg: ReduceConfig) -> dict[str, Any]:
-    """Quality numbers of one layer's map (see :mod:`pipeline.quality`).
-
-    ``trustworthiness`` is measured against the PCA-``reduce.pca_dims`` features the method
-    saw. The kNN accuracy in the layer's own space is the same for every method: the probe
-    stage computes it once (``metrics/probes.json``).
-    """
-    assert emb.features is not None
-    out: dict[str, Any] = map_metrics(emb.features.pcs, emb.coords, labels, k=cfg.knn_k, seed=cfg.seed)
-    if method == "pca":
-        d = cfg.pca.n_components
-        shown = round(explained_variance(emb.features.ratios, d), 6)      # of what the map shows
-        try:                                                               # the same layer the other way
-            other = round(explained_variance(prepare(x, d, cfg.seed, sphereize=not cfg.sphereize).ratios, d), 6)
-        except SkipLayer:
-            other = None
-        out["explained_variance"] = shown
-        out["explained_variance_plain"] = other if cfg.sphereize else shown
-        out["explained_variance_sphereized"] = shown if cfg.sphereize else other
-    if emb.info.get("notes"):
-        out["clamped"] = "; ".join(emb.info["notes"])
-    return out
+PARALLEL_FROM = 500     # points: from here the layers are mapped in worker processes, one per usable core
 
 
 def map_title(method: str, layer: str, position: int, n_layers: int, spatial: str | None = None) -> str:
@@ -93,36 +72,23 @@ def points_columns(coords: np.ndarray, labels: np.ndarray, classes: list[str],
     return columns
 
 
-def _snapshots(method: str, cfg: ReduceConfig, index: dict, act: Path, out: Path, labels: np.ndarray,
-               anchors: dict[str, tuple[np.ndarray, np.ndarray]], info: dict) -> None:
-    """Map each snapshot layer at every snapshot step, backwards from the final model."""
+def _jobs(method: str, params: Params, index: dict, act: Path, labels: np.ndarray, layer_names: list[str],
+          twin_of: dict[str, str], dims: dict[str, int]) -> list[LayerJob]:
+    """One job per distinct layer (snapshot frames go with the job whose final map they start
+    from), the longest first: those with frames, then the widest."""
+    cfg = params.reduce
     entries = sorted(index.get("snapshots") or [], key=lambda e: int(e["step"]))
-    layers = [name for name in index.get("snapshot_layers") or []]
-    if not entries or not layers:
-        return
-    for layer in layers:
-        backwards = entries[::-1]
-        frames = (artifacts.load_rows(act / e["dir"] / f"{layer}.npy", len(labels)) for e in backwards)  # lazily
-        bar = progress(total=len(backwards), desc=f"{method} {layer} snapshots", unit="frame", leave=False)
-        results = embed_frames(frames, method, seed=cfg.seed, pca_dims=cfg.pca_dims, sphereize=cfg.sphereize,
-                               start=anchors.get(layer),
-                               on_frame=lambda: bar.update(1), **getattr(cfg, method).model_dump())
-        bar.close()
-        steps, frame_metrics, skipped = [], [], []
-        for entry, result in zip(backwards[::-1], results[::-1]):
-            step = int(entry["step"])
-            if isinstance(result, SkipLayer):
-                log(f"warning: reduce {method}: layer {layer} at step {step} skipped: {result}")
-                skipped.append({"step": step, "reason": str(result)})
-                continue
-            artifacts.save_npy(paths.embedding_snapshot(layer, step, paths.embedding_snapshots(method)), result.coords)
-            steps.append(step)
-            acc = knn_accuracy(result.coords, labels, cfg.knn_k, seed=cfg.seed)
-            frame_metrics.append({"step": step, "knn_accuracy": None if acc is None else round(acc, 6)})
-        info["snapshots"][layer] = steps
-        info["snapshot_metrics"][layer] = frame_metrics
-        if skipped:
-            info["snapshot_skipped"][layer] = skipped
+    frames: dict[str, list] = {}
+    for layer in (index.get("snapshot_layers") or []) if entries else []:
+        series = (layer, tuple((int(e["step"]), act / e["dir"] / f"{layer}.npy") for e in entries))
+        frames.setdefault(twin_of.get(layer, layer), []).append(series)
+    heads = [name for name in layer_names if twin_of[name] == name]
+    heads += [layer for layer in frames if layer not in twin_of]       # snapshot layers not extracted at the end
+    jobs = [LayerJob(name, act / f"{name}.npy" if name in twin_of else None, labels, method,
+                     getattr(cfg, method).model_dump(), seed=cfg.seed, pca_dims=cfg.pca_dims,
+                     sphereize=cfg.sphereize, knn_k=cfg.knn_k, frames=tuple(frames.get(name, ())))
+            for name in heads]
+    return sorted(jobs, key=lambda job: (not job.frames, -dims.get(job.name, 0)))
 
 
 def run(params: Params, method: str) -> dict[str, Any]:
@@ -143,12 +109,12 @@ def run(params: Params, method: str) -> dict[str, Any]:
         memory.check_layers("reduce", index)       # before anything is written (pipeline.memory)
         classes = list(index.get("classes") or [])
         labels = artifacts.load_labels(act / "labels.npy", len(classes))
-        limit_threads(len(labels))                 # small inputs: one thread is faster (runtime.limit_threads)
         preds = (artifacts.load_npy(act / "preds.npy", dtype=np.integer, ndim=1, what="predictions")
                  if (act / "preds.npy").exists() else None)
         if preds is not None:
             artifacts.check_rows(preds, len(labels), act / "preds.npy")
         layer_names = [row["name"] for row in index["layers"]]
+        dims = {row["name"]: int(row.get("dim") or 0) for row in index["layers"]}
         spatial = {row["name"]: row.get("spatial") for row in index["layers"]}
         place = {name: i for i, name in enumerate(layer_names, start=1)}
         n_layers = len(layer_names)
@@ -158,65 +124,90 @@ def run(params: Params, method: str) -> dict[str, Any]:
                                points_columns(coords, labels, classes, preds,
                                               map_title(method, name, place[name], n_layers, spatial[name])))
 
+        # layers with equal activations (flatten after pool2, dropout at inference) are mapped once
+        twin_of: dict[str, str] = {}               # layer -> first layer with the same activations
+        seen: dict[str, str] = {}
+        for name in layer_names:
+            twin_of[name] = seen.setdefault(fingerprint(artifacts.load_rows(act / f"{name}.npy", len(labels),
+                                                                            mmap=True)), name)
+        jobs = _jobs(method, params, index, act, labels, layer_names, twin_of, dims)
+        # a multi-layer run maps every layer on one thread, in a worker or here, so the maps are
+        # the same for any number of workers; a single layer (e.g. 70,000 points) gets every core
+        threads = 1 if len(jobs) > 1 else None
+        if threads == 1:
+            one_thread()
+        else:
+            limit_threads(len(labels))             # small inputs: one thread is faster (runtime.limit_threads)
+        workers = memory.workers_that_fit("reduce", index, worker_processes(len(jobs), per_worker=2,
+                                                                             worth_it=len(labels) >= PARALLEL_FROM))
         d = options["n_components"]
+        log(f"reduce {method}: {len(layer_names)} layers x {len(labels)} points -> {d}-D"
+            + (f" ({workers} processes)" if workers > 1 else ""))
+        results: dict[str, LayerMaps] = {}
+        bar = progress(total=len(jobs), desc=f"reduce {method}", unit="layer")
+        for i, result in run_jobs(map_layer, [replace(job, threads=threads) for job in jobs], workers=workers):
+            results[jobs[i].name] = result
+            bar.set_postfix_str(jobs[i].name, refresh=False)
+            bar.update(1)
+        bar.close()
+
         info: dict[str, Any] = {"method": method, "n_components": d, "n": int(len(labels)),
                                 "params": {"pca_dims": cfg.pca_dims, "seed": cfg.seed, "knn_k": cfg.knn_k,
                                            **options},
                                 "layers": {}, "snapshots": {}, "snapshot_metrics": {}, "snapshot_skipped": {}}
         metrics: dict[str, Any] = {}
-        mapped: dict[str, np.ndarray] = {}         # layer -> coords (n, d)
-        anchors: dict[str, tuple[np.ndarray, np.ndarray]] = {}   # snapshot layer -> (x, coords)
-        snapshot_layers = set(index.get("snapshot_layers") or [])
-        seen: dict[str, str] = {}                  # activation digest -> first layer holding it
+        mapped: list[str] = []
         noted: dict[str, list[str]] = {}           # clamp note -> layers (one warning line each)
-        log(f"reduce {method}: {len(layer_names)} layers x {len(labels)} points -> {d}-D")
-        bar = progress(layer_names, desc=f"reduce {method}", unit="layer")
-        for name in bar:
-            bar.set_postfix_str(name, refresh=False)
-            x = artifacts.load_rows(act / f"{name}.npy", len(labels))
-            twin = seen.setdefault(fingerprint(x), name)
-            if twin != name:                       # e.g. flatten == pool2, dropout at eval: same map
+        for name in layer_names:                   # written in layer order, whichever process finished first
+            twin = twin_of[name]
+            result = results[twin]
+            if twin != name:
                 info["layers"][name] = {**info["layers"][twin], "same_as": twin}
                 metrics[name] = dict(metrics[twin])
-                if twin in mapped:
-                    artifacts.save_npy(out / f"{name}.npy", mapped[twin])
-                    save_points(name, mapped[twin])
-                    mapped[name] = mapped[twin]
-                    if name in snapshot_layers:
-                        anchors[name] = (x, mapped[twin])
-                continue
-            try:
-                emb = embed(x, method, seed=cfg.seed, pca_dims=cfg.pca_dims, sphereize=cfg.sphereize, **options)
-            except SkipLayer as exc:
-                log(f"warning: reduce {method}: layer {name} skipped: {exc}")
-                info["layers"][name] = {"status": "skipped", "reason": str(exc)}
-                metrics[name] = {"skipped": str(exc)}
-                continue
-            timings[name] = emb.info["seconds"]
-            for note in emb.info["notes"]:
-                noted.setdefault(note, []).append(name)
-            metrics[name] = layer_metrics(x, emb, labels, method, cfg)
-            info["layers"][name] = {
-                "status": "ok", "reason": None,
-                "params": {k: v for k, v in emb.info.items() if k not in ("seconds",)},
-            }
-            artifacts.save_npy(out / f"{name}.npy", emb.coords)
-            save_points(name, emb.coords)
-            mapped[name] = emb.coords
-            if name in snapshot_layers:            # the final map anchors the snapshot sequence
-                anchors[name] = (x, emb.coords)
+            elif result.skipped is not None:
+                log(f"warning: reduce {method}: layer {name} skipped: {result.skipped}")
+                info["layers"][name] = {"status": "skipped", "reason": result.skipped}
+                metrics[name] = {"skipped": result.skipped}
+            else:
+                timings[name] = result.info["seconds"]
+                for note in result.info["notes"]:
+                    noted.setdefault(note, []).append(name)
+                metrics[name] = result.metrics
+                info["layers"][name] = {"status": "ok", "reason": None,
+                                        "params": {k: v for k, v in result.info.items() if k != "seconds"}}
+            if result.coords is not None:
+                artifacts.save_npy(out / f"{name}.npy", result.coords)
+                save_points(name, result.coords)
+                mapped.append(name)
         for note, names in noted.items():
             log(f"warning: reduce {method}: {note} for layer{'s' if len(names) > 1 else ''} {', '.join(names)}")
         if not mapped:
             reasons = "; ".join(f"{k}: {v['reason']}" for k, v in list(info["layers"].items())[:3])
             raise UserError(f"reduce {method}: no layer could be mapped ({reasons}); "
                             f"check the model and rerun extract (`dvc repro extract`)")
-        _snapshots(method, cfg, index, act, out, labels, anchors, info)
+        frames = {layer: series for result in results.values() for layer, series in result.frames.items()}
+        for layer in index.get("snapshot_layers") or []:
+            if layer not in frames:
+                continue
+            steps, frame_metrics, skipped = [], [], []
+            for frame in frames[layer]:
+                if frame.coords is None:
+                    log(f"warning: reduce {method}: layer {layer} at step {frame.step} skipped: {frame.skipped}")
+                    skipped.append({"step": frame.step, "reason": frame.skipped})
+                    continue
+                artifacts.save_npy(paths.embedding_snapshot(layer, frame.step, paths.embedding_snapshots(method)),
+                                   frame.coords)
+                steps.append(frame.step)
+                frame_metrics.append({"step": frame.step, "knn_accuracy": frame.knn_accuracy})
+            info["snapshots"][layer] = steps
+            info["snapshot_metrics"][layer] = frame_metrics
+            if skipped:
+                info["snapshot_skipped"][layer] = skipped
         artifacts.save_json(metrics_path, metrics)
         artifacts.save_json(out / paths.EMBEDDING_MARKER, info)     # last: the folder's completion marker
     seconds = round(time.perf_counter() - started, 2)
     artifacts.save_json(paths.reduce_log(method), {"seconds": seconds, "layers": timings})
-    skipped = [k for k, v in info["layers"].items() if v["status"] != "ok"]
+    skipped = [k for k, v in info["layers"].items() if v.get("status") != "ok"]
     log(f"reduce {method}: {len(mapped)} layers mapped" + (f", {len(skipped)} skipped ({', '.join(skipped)})"
                                                            if skipped else "") + f" in {seconds:.1f} s")
     return {"method": method, "metrics": metrics, "skipped": skipped, "seconds": seconds}
