@@ -123,15 +123,23 @@ def resolve_device(name: str) -> "Any":
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch; deterministic kernels where torch has them."""
+def seed_everything(seed: int, *, graph_mode: bool = False) -> None:
+    """Seed Python, NumPy and torch; deterministic kernels where torch has them.
+
+    ``torch.use_deterministic_algorithms`` also sets torch.compile's inductor option, and imports
+    torch.compile's whole stack for it (1.5 s per stage on this project's 2-core machine): eager
+    stages (``graph_mode`` False, nothing compiled yet) set the same switch without that import."""
     import torch
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    switch = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if graph_mode or switch is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        switch(True, warn_only=True)
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",

@@ -116,3 +116,16 @@ def test_the_limit_is_undone_when_the_block_ends() -> None:
     assert out["inside"] == {"applied": True, "env": ["1"], "blas": [1]}
     assert max(out["before"]) > 1 and out["after"] == out["before"]
     assert out["applied_after"] is False and out["env_after"] == ["None"]
+
+
+def test_seed_everything_turns_on_deterministic_kernels_without_importing_the_compiler() -> None:
+    snippet = ("import sys, torch\n"
+               "from pipeline.runtime import seed_everything\n"
+               "seed_everything(0)\n"
+               "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+               " 'torch._inductor.config' in sys.modules)\n"
+               "seed_everything(0, graph_mode=True)\n"
+               "import torch._inductor.config as c\n"
+               "print(c.deterministic)\n")
+    out = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "False", "True"]

@@ -78,7 +78,7 @@ def run(params: Params) -> dict[str, Any]:
     artifacts.remove(paths.TRAIN_LOGS)                  # this run's logs only
     with artifacts.stage_outputs(paths.MODEL, paths.TRAIN_METRICS):
         data = load_prepared(paths.PREPARED)
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed, graph_mode=cfg.compile)
         device = resolve_device(cfg.device)
         shape = tuple(data.info["shape"])
         model = build_model(params.model, shape, len(data.classes))
