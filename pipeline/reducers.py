@@ -27,7 +27,10 @@ degenerate input) raises :class:`SkipLayer` instead of writing NaN coordinates.
 
 Results are deterministic for a ``seed``. t-SNE runs on one thread below
 :data:`THREADS_FROM` points (same map on every machine, robust when cores are shared) and on
-every core above (faster; the map then depends on the core count).
+every core above (faster; the map then depends on the core count), unless the caller passes
+``threads``: the reduce stage maps the layers of a multi-layer run side by side in worker
+processes with ``threads=1`` (:mod:`pipeline.mapping`), so those maps do not depend on the core
+count either.
 
 t-SNE gradient method (``reduce.tsne.method: auto``): Barnes-Hut below :data:`FFT_THRESHOLD`
 (2,000) points and in 3-D (openTSNE's FFT is 2-D only), FFT from there. Measured here
