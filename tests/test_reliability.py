@@ -615,13 +615,13 @@ def test_reduce_with_an_unknown_method_is_a_usage_error(workspace: Path):
 
 def test_error_under_a_progress_bar_starts_its_own_line(staged_ws: Path, capsys, monkeypatch):
     monkeypatch.setenv("HIDDEN_SPACES_QUIET", "0")
-    (A / "act2.npy").write_bytes((A / "act2.npy").read_bytes()[:500])     # reduce's layer bar is drawing then
+    (A / "act2.npy").write_bytes((A / "act2.npy").read_bytes()[:500])     # probe's layer bar is drawing then
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["reduce", "pca"])
+        cli.main(["probe"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 1
-    assert "reduce pca" in err                                            # the bar was drawn
+    assert "probe:" in err                                                # the bar was drawn
     line = err[err.index("error: ") - 1:]
     assert line[0] == "\n", repr(err[-400:])                              # not glued onto the bar's `\r...`
     assert line.strip().startswith("error: data/activations/act2.npy: ")
