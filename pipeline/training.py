@@ -13,6 +13,7 @@ normalised there (no per-sample PIL transforms, no DataLoader). The train stage 
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -184,7 +185,17 @@ def filter_grid(model: Network, input_shape: tuple[int, ...]) -> np.ndarray | No
 def check_compile(device: torch.device) -> None:
     """torch.compile builds kernels on the first call, with a C++ compiler on the CPU (Triton on a
     GPU); without one, training would stop at its first batch with a 100-line traceback. A tiny
-    function compiled first turns that into one line."""
+    function compiled first turns that into one line. On the CPU, no compiler on PATH at all (``CXX``,
+    g++, c++, clang++) says so at once, without the 20 s that importing the compiler stack and
+    trying takes."""
+    import shutil
+
+    if device.type == "cpu":
+        wanted = [c for c in (os.environ.get("CXX", "").strip(), "g++", "c++", "clang++") if c]
+        if not any(shutil.which(c) for c in wanted):
+            raise UserError(f"train.compile: torch.compile cannot build kernels on cpu (no C++ compiler found: "
+                            f"{', '.join(wanted)}); it needs a working C++ compiler (g++ or clang++ on PATH, or CXX), "
+                            f"or set train.compile: false")
     try:
         torch.compile(lambda x: x * 2 + 1)(torch.zeros(4, device=device))
     except Exception as exc:                    # InductorError, BackendCompilerFailed, ... (torch-version dependent)

@@ -84,17 +84,28 @@ def test_reduce_method_is_a_choice(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_params_option_after_the_command(tmp_path: Path) -> None:
+def test_params_option_after_the_command(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """`layers -p other.yaml` reads other.yaml; after the command wins over before it."""
     write_params(tmp_path)                                         # params.yaml: lenet (has conv layers)
     other = tmp_path / "mlp.yaml"
     other.write_text((tmp_path / "params.yaml").read_text().replace("arch: lenet", "arch: mlp"))
     assert "arch: mlp" in other.read_text()
 
-    default = run_cli("layers", cwd=tmp_path).stdout
-    after = run_cli("layers", "-p", "mlp.yaml", cwd=tmp_path).stdout
-    before = run_cli("--params", "mlp.yaml", "layers", cwd=tmp_path).stdout
-    both = run_cli("-p", "params.yaml", "layers", "--params", "mlp.yaml", cwd=tmp_path).stdout
+    from pipeline import cli
+
+    def layers(*args: str) -> str:                     # in this process: no torch import per call
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            cli.main([*args])
+        assert exc.value.code == 0
+        return capsys.readouterr().out
+
+    monkeypatch.chdir(tmp_path)
+    default = layers("layers")
+    after = layers("layers", "-p", "mlp.yaml")
+    before = layers("--params", "mlp.yaml", "layers")
+    both = layers("-p", "params.yaml", "layers", "--params", "mlp.yaml")
     assert "Conv2d" in default
     assert "Conv2d" not in after and "Linear" in after
     assert after == before == both

@@ -194,13 +194,18 @@ def test_numbers_come_before_drawing_and_jobs_draw_anywhere(staged_ws: Path, mon
     assert (staged_ws / "one" / "progression_pca.png").read_bytes()[:8] == PNG
     for other in plan.jobs:
         pickle.dumps(other)
+    # the stage draws only a GIF and five PNGs (in two worker processes): its numbers are still
+    # the plan's, so they cannot depend on which figures were drawn (every figure is drawn by
+    # test_render_on_the_tiny_pipeline)
+    some = [j for j in plan.jobs if j.name.endswith(".gif")][:1] + [j for j in plan.jobs if j.name.endswith(".png")][:5]
+    chosen = {job.name for job in some}
     monkeypatch.setenv("HIDDEN_SPACES_WORKERS", "2")
-    render.run(params)                                      # every figure drawn: the same numbers
+    monkeypatch.setattr(render, "draw_all", lambda jobs, *a, **k: draw_all([j for j in jobs if j.name in chosen], *a, **k))
+    render.run(params)
     written = json.loads((staged_ws / paths.RENDER_METRICS).read_text())
     assert written == json.loads(json.dumps({**plan.metrics, "figures": len(plan.jobs)}))
-    assert sorted(p.name for p in (staged_ws / paths.FIGURES).iterdir()) == sorted(names)
+    assert sorted(p.name for p in (staged_ws / paths.FIGURES).iterdir()) == sorted(chosen)
     # drawn in two worker processes above, here in this one: the same bytes, GIFs included
-    some = [j for j in plan.jobs if j.name.endswith(".gif")][:1] + [j for j in plan.jobs if j.name.endswith(".png")][:5]
     (staged_ws / "serial").mkdir()
     draw_all(some, staged_ws / "serial", dpi=params.render.dpi, workers=1)
     for job in some:
