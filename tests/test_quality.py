@@ -115,6 +115,20 @@ def test_available_memory_override(monkeypatch) -> None:
     assert free is None or free > 0
 
 
+
+def test_worker_processes_are_capped_by_the_free_memory(monkeypatch) -> None:
+    index = {"n": 10_000, "dtype": "float32", "layers": [{"name": "input", "dim": 784}, {"name": "conv1", "dim": 4704}]}
+    each = memory.estimate("reduce", 10_000, {"input": 784, "conv1": 4704}, 4)          # one worker's share
+    monkeypatch.setenv(memory.LIMIT_VARIABLE, str(memory.BASE_BYTES + 2 * each))
+    assert memory.workers_that_fit("reduce", index, 8) == 2
+    monkeypatch.setenv(memory.LIMIT_VARIABLE, str(memory.BASE_BYTES + 2 * each - 1))
+    assert memory.workers_that_fit("reduce", index, 8) == 1
+    monkeypatch.setenv(memory.LIMIT_VARIABLE, "1M")
+    assert memory.workers_that_fit("reduce", index, 8) == 1                # never fewer than one
+    monkeypatch.setenv(memory.LIMIT_VARIABLE, "0")                         # check off: as many as asked
+    assert memory.workers_that_fit("reduce", index, 3) == 3
+    assert memory.workers_that_fit("probe", {**index, "dtype": "float16"}, 1) == 1
+
 _OUTPUTS = {"extract": ["data/activations"], "reduce": ["data/embeddings/pca", "metrics/embeddings/pca.json"],
             "probe": ["metrics/probes.json"], "diagnose": ["metrics/diagnostics.json", "plots/diagnostics"],
             "projector": ["data/projector"], "render": ["plots/figures", "metrics/render.json"]}
