@@ -24,7 +24,7 @@ from pipeline.config import Params
 from pipeline.diagnostics import (ACTIVATION_TYPES, PASSTHROUGH_TYPES, class_tightness, dead_summary,
                                   layer_kinds, resolved_activation, tightness_summary, unit_activity)
 from pipeline.errors import UserError
-from pipeline.models import load_meta
+from pipeline.model_meta import load_meta
 from pipeline.runtime import limit_threads, log, progress
 
 __all__ = ["run", "ACTIVITY_FIGURE", "TIGHTNESS_FIGURE"]
