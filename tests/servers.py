@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+from tests.conftest import default_signals
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -38,7 +40,7 @@ def serve(cmd: list[str], port: int, ready_path: str, log_path: Path, *, name: s
     A server that exits or does not answer within ``wait`` seconds fails the test with its log."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=env)
+                                env=env, preexec_fn=default_signals)     # SIGTERM stops it, however pytest was started
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + wait

@@ -662,8 +662,10 @@ def test_ctrl_c_twice_is_still_one_line(staged_ws: Path):
     artifacts.remove(M)
     set_params(staged_ws, {"train": {"epochs": 200}})
     env = {**os.environ, "PYTHONPATH": str(REPO), "HIDDEN_SPACES_QUIET": "1"}
+    # preexec_fn: a SIGINT ignored by the launcher (a background job of a script) is inherited otherwise
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train"], cwd=staged_ws, env=env, text=True,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=default_signals)
     lines = []
     try:
         deadline = time.monotonic() + 300
