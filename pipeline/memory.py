@@ -107,12 +107,16 @@ def check_fits(stage: str, need: int, what: str) -> None:
                     f"({source}); {KNOBS}, then rerun (or set {LIMIT_VARIABLE} to override)")
 
 
+def _sizes(index: Mapping) -> tuple[int, dict[str, int], int]:
+    """``layers.json``'s points, each layer's width and the bytes per stored value."""
+    dims = {str(row["name"]): int(row.get("dim") or 0) for row in index.get("layers") or []}
+    return int(index.get("n") or 0), dims, 2 if index.get("dtype") == "float16" else 4
+
+
 def check_layers(stage: str, index: Mapping, *, extra: int = 0) -> int:
     """:func:`check_fits` for an analysis stage reading ``data/activations`` described by ``index``
     (``layers.json``: ``n``, ``dtype``, each layer's ``dim``); returns the estimate in bytes."""
-    n = int(index.get("n") or 0)
-    dims = {str(row["name"]): int(row.get("dim") or 0) for row in index.get("layers") or []}
-    itemsize = 2 if index.get("dtype") == "float16" else 4
+    n, dims, itemsize = _sizes(index)
     need = estimate(stage, n, dims, itemsize, extra=extra)
     if dims:
         widest = max(dims, key=lambda name: dims[name])
@@ -131,7 +135,5 @@ def workers_that_fit(stage: str, index: Mapping, wanted: int) -> int:
     free = available_memory()
     if free is None:
         return wanted
-    n = int(index.get("n") or 0)
-    dims = {str(row["name"]): int(row.get("dim") or 0) for row in index.get("layers") or []}
-    each = estimate(stage, n, dims, 2 if index.get("dtype") == "float16" else 4)
+    each = estimate(stage, *_sizes(index))
     return max(1, min(wanted, (free - BASE_BYTES) // max(each, 1)))

@@ -10,11 +10,13 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 __all__ = ["resolve_device", "seed_everything", "progress", "normalizer", "normalized_batches", "log", "limit_threads",
-           "ThreadLimit", "usable_cpus", "worker_processes", "run_jobs", "one_thread",
+           "ThreadLimit", "usable_cpus", "worker_processes", "run_jobs", "one_thread", "layer_workers",
+           "collect_jobs", "PARALLEL_FROM",
            "SINGLE_THREAD_BELOW", "THREAD_VARIABLES", "WORKERS_VARIABLE"]
 
 SINGLE_THREAD_BELOW = 10_000      # points: analysis stages keep BLAS / OpenMP / numba on one thread below this
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+PARALLEL_FROM = 500               # points: from here reduce and probe run their layers in worker processes
 WORKERS_VARIABLE = "HIDDEN_SPACES_WORKERS"   # processes that draw figures (render); 1: draw in the stage's own process
 
 
@@ -92,6 +94,31 @@ def run_jobs(function: Any, jobs: Sequence[Any], *, workers: int = 1) -> Iterato
                 os.environ[var] = value
     with pool:
         yield from pool.imap_unordered(_numbered, [(function, i, job) for i, job in enumerate(jobs)])
+
+
+def layer_workers(n_jobs: int, n_points: int) -> int:
+    """The rules of a stage that runs one job per layer (reduce, probe): several layers run on one
+    thread each, in a worker or in the stage's process (:func:`one_thread`: the same numbers for
+    any number of workers), a single layer gets every core (:func:`limit_threads`); returns the
+    worker processes wanted (:func:`worker_processes`, none below :data:`PARALLEL_FROM` points)."""
+    if n_jobs > 1:
+        one_thread()
+    else:
+        limit_threads(n_points)                  # small inputs: one thread is faster
+    return worker_processes(n_jobs, per_worker=2, worth_it=n_points >= PARALLEL_FROM)
+
+
+def collect_jobs(function: Any, jobs: Sequence[Any], names: Sequence[str], *, workers: int, desc: str) -> dict[str, Any]:
+    """:func:`run_jobs` under a progress bar: ``{names[i]: function(jobs[i])}``, in the order they
+    finished (a stage writes its outputs in its own order from it)."""
+    found: dict[str, Any] = {}
+    bar = progress(total=len(jobs), desc=desc, unit="layer")
+    for i, result in run_jobs(function, jobs, workers=workers):
+        found[names[i]] = result
+        bar.set_postfix_str(names[i], refresh=False)
+        bar.update(1)
+    bar.close()
+    return found
 
 
 def _numbered(task: tuple[Any, int, Any]) -> tuple[int, Any]:

@@ -24,11 +24,9 @@ from typing import Any
 from pipeline import artifacts, memory, paths
 from pipeline.config import Params
 from pipeline.probes import ProbeJob, probe_layer
-from pipeline.runtime import limit_threads, log, one_thread, progress, run_jobs, worker_processes
+from pipeline.runtime import collect_jobs, layer_workers, log
 
-__all__ = ["run", "PARALLEL_FROM"]
-
-PARALLEL_FROM = 500     # points: from here the layers are probed in worker processes, one per usable core
+__all__ = ["run"]
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -44,21 +42,9 @@ def run(params: Params) -> dict[str, Any]:
         jobs = sorted((ProbeJob(name, act / f"{name}.npy", labels, test_fraction=cfg.test_fraction, C=cfg.C,
                                 max_iter=cfg.max_iter, max_dims=cfg.max_dims, knn_k=cfg.knn_k, seed=cfg.seed)
                        for name in names), key=lambda job: -dims[job.name])     # the widest (longest) first
-        # several layers: one thread each, in a worker or here (the same numbers for any number of
-        # workers); one layer gets every core
-        if len(jobs) > 1:
-            one_thread()
-        else:
-            limit_threads(len(labels))             # small inputs: one thread is faster (runtime.limit_threads)
-        workers = memory.workers_that_fit("probe", index, worker_processes(len(jobs), per_worker=2,
-                                                                           worth_it=len(labels) >= PARALLEL_FROM))
-        found: dict[str, Any] = {}
-        bar = progress(total=len(jobs), desc="probe", unit="layer")
-        for i, result in run_jobs(probe_layer, jobs, workers=workers):
-            found[jobs[i].name] = result
-            bar.set_postfix_str(jobs[i].name, refresh=False)
-            bar.update(1)
-        bar.close()
+        # one job per layer, in worker processes from runtime.PARALLEL_FROM points (runtime.layer_workers)
+        workers = memory.workers_that_fit("probe", index, layer_workers(len(jobs), len(labels)))
+        found = collect_jobs(probe_layer, jobs, [job.name for job in jobs], workers=workers, desc="probe")
         results: dict[str, Any] = {}
         not_converged = []
         for name in names:                         # in layer order, whichever process finished first

@@ -40,11 +40,9 @@ from pipeline.config import METHOD_NAMES, METHODS, Params
 from pipeline.errors import UsageError, UserError
 from pipeline.mapping import LayerJob, LayerMaps, map_layer
 from pipeline.reducers import check_config, fingerprint
-from pipeline.runtime import limit_threads, log, one_thread, progress, run_jobs, worker_processes
+from pipeline.runtime import collect_jobs, layer_workers, log
 
-__all__ = ["run", "points_columns", "PARALLEL_FROM"]
-
-PARALLEL_FROM = 500     # points: from here the layers are mapped in worker processes, one per usable core
+__all__ = ["run", "points_columns"]
 
 
 def map_title(method: str, layer: str, position: int, n_layers: int, spatial: str | None = None) -> str:
@@ -131,25 +129,17 @@ def run(params: Params, method: str) -> dict[str, Any]:
             twin_of[name] = seen.setdefault(fingerprint(artifacts.load_rows(act / f"{name}.npy", len(labels),
                                                                             mmap=True)), name)
         jobs = _jobs(method, params, index, act, labels, layer_names, twin_of, dims)
-        # a multi-layer run maps every layer on one thread, in a worker or here, so the maps are
-        # the same for any number of workers; a single layer (e.g. 70,000 points) gets every core
+        # one job per layer, in worker processes from runtime.PARALLEL_FROM points; a multi-layer run
+        # maps every layer on one thread, so the maps are the same for any number of workers, a
+        # single layer (e.g. 70,000 points) gets every core (runtime.layer_workers)
+        workers = memory.workers_that_fit("reduce", index, layer_workers(len(jobs), len(labels)))
         threads = 1 if len(jobs) > 1 else None
-        if threads == 1:
-            one_thread()
-        else:
-            limit_threads(len(labels))             # small inputs: one thread is faster (runtime.limit_threads)
-        workers = memory.workers_that_fit("reduce", index, worker_processes(len(jobs), per_worker=2,
-                                                                             worth_it=len(labels) >= PARALLEL_FROM))
         d = options["n_components"]
         log(f"reduce {method}: {len(layer_names)} layers x {len(labels)} points -> {d}-D"
             + (f" ({workers} processes)" if workers > 1 else ""))
-        results: dict[str, LayerMaps] = {}
-        bar = progress(total=len(jobs), desc=f"reduce {method}", unit="layer")
-        for i, result in run_jobs(map_layer, [replace(job, threads=threads) for job in jobs], workers=workers):
-            results[jobs[i].name] = result
-            bar.set_postfix_str(jobs[i].name, refresh=False)
-            bar.update(1)
-        bar.close()
+        results: dict[str, LayerMaps] = collect_jobs(map_layer, [replace(job, threads=threads) for job in jobs],
+                                                     [job.name for job in jobs], workers=workers,
+                                                     desc=f"reduce {method}")
 
         info: dict[str, Any] = {"method": method, "n_components": d, "n": int(len(labels)),
                                 "params": {"pca_dims": cfg.pca_dims, "seed": cfg.seed, "knn_k": cfg.knn_k,
