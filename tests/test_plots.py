@@ -143,8 +143,16 @@ def test_filter_montage_rgb_and_cap():
 def test_conv_weights_grid_caps_rows_and_columns():
     w = np.random.default_rng(0).normal(size=(20, 18, 3, 3))
     fig = plots.conv_weights_grid(w, layer="conv2", max_rows=16, max_cols=12)
-    assert len(image_axes(fig)) == 16 * 12
+    (ax,) = image_axes(fig)                                 # one mosaic: 16 x 12 tiles of 3 x 3, 1 px apart
+    mosaic = ax.images[0].get_array()
+    assert mosaic.shape == (16 * 4 - 1, 12 * 4 - 1)
+    assert np.allclose(mosaic[4 * 2:4 * 2 + 3, 4 * 5:4 * 5 + 3], w[2, 5])       # out 2, in 5
+    assert mosaic.mask[3, :].all() and mosaic.mask[:, 3].all() and not mosaic.mask[:3, :3].any()
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"in {c}" for c in range(12)]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"out {r}" for r in range(16)]
     assert "first 16 of 20 filters" in fig.get_suptitle() and "first 12 of 18" in fig.get_suptitle()
+    assert np.allclose(plots.tile_mosaic(np.arange(8.0).reshape(1, 2, 2, 2), gap=0),
+                       [[0, 1, 4, 5], [2, 3, 6, 7]])
 
 
 def test_weight_images_named_units_reshaped_to_the_input():

@@ -73,39 +73,51 @@ def filter_montage(weights: np.ndarray, *, layer: str, max_filters: int = 64, ma
     return fig
 
 
+def tile_mosaic(tiles: np.ndarray, gap: int = 1) -> np.ma.MaskedArray:
+    """Tiles (rows, cols, h, w) laid out as one image (rows*(h+gap)-gap, cols*(w+gap)-gap), the
+    gaps masked (drawn in the colour map's "bad" colour). One image instead of one axes per tile:
+    a 16 x 16 grid draws in a tenth of the time."""
+    rows, cols, h, w = tiles.shape
+    mosaic = np.ma.masked_all((rows * (h + gap) - gap, cols * (w + gap) - gap), dtype=float)
+    for r in range(rows):
+        for c in range(cols):
+            mosaic[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tiles[r, c]
+    return mosaic
+
+
 def conv_weights_grid(weights: np.ndarray, *, layer: str, max_rows: int = 16, max_cols: int = 16) -> Figure:
     """A deeper conv layer (F_out, F_in, kh, kw): one row per output filter, one column per input
-    channel, capped at ``max_rows`` x ``max_cols`` tiles; one symmetric scale for all tiles."""
+    channel, capped at ``max_rows`` x ``max_cols`` tiles; one symmetric scale for all tiles, drawn
+    as one image (:func:`tile_mosaic`) with the rows and columns named on its axes."""
+    from matplotlib import colormaps
+
     w = np.asarray(weights, dtype=float)
     if w.ndim != 4:
         raise ValueError(f"expected conv weights (F_out, F_in, kh, kw), got shape {w.shape}")
-    f_out, f_in = w.shape[:2]
+    f_out, f_in, kh, kw = w.shape
     shown = w[:max_rows, :max_cols]
     rows, cols = shown.shape[:2]
     tile = float(np.clip(min(9.0 / cols, 11.0 / rows), 0.4, 1.1))
     fig = new_figure(max(cols * tile + 2.0, 4.6), rows * (tile + 0.1) + 1.1)
-    axes = fig.subplots(rows, cols, squeeze=False)
+    ax = fig.subplots()
     vmax = symmetric_limit(shown)
-    image = None
-    for r in range(rows):
-        for col in range(cols):
-            ax = axes[r, col]
-            image = ax.imshow(shown[r, col], cmap=DIVERGING, vmin=-vmax, vmax=vmax, interpolation="nearest")
-            _no_ticks(ax)
-            if r == 0:
-                ax.set_title(f"in {col}", fontsize=8)
-            if col == 0:
-                ax.set_ylabel(f"out {r}", fontsize=8, rotation=0, ha="right", va="center")
+    cmap = colormaps[DIVERGING].with_extremes(bad="white")
+    image = ax.imshow(tile_mosaic(shown), cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([c * (kw + 1) + (kw - 1) / 2 for c in range(cols)], [f"in {c}" for c in range(cols)], fontsize=8)
+    ax.set_yticks([r * (kh + 1) + (kh - 1) / 2 for r in range(rows)], [f"out {r}" for r in range(rows)], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     cap = []
     if f_out > rows:
         cap.append(f"first {rows} of {f_out} filters")
     if f_in > cols:
         cap.append(f"first {cols} of {f_in} input channels")
     extra = f" ({', '.join(cap)})" if cap else ""
-    fig.suptitle(f"{layer}: {f_out} filters x {f_in} input channels, {w.shape[2]}x{w.shape[3]}{extra}\n"
+    fig.suptitle(f"{layer}: {f_out} filters x {f_in} input channels, {kh}x{kw}{extra}\n"
                  f"row = output filter, column = input channel", fontsize=10)
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=min(0.6, 5.0 / (rows * tile)), aspect=15,
-                 label="weight", pad=0.02)
+    fig.colorbar(image, ax=ax, shrink=min(0.6, 5.0 / (rows * tile)), aspect=15, label="weight", pad=0.02)
     return fig
 
 
