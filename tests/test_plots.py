@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
@@ -144,15 +145,13 @@ def test_conv_weights_grid_caps_rows_and_columns():
     w = np.random.default_rng(0).normal(size=(20, 18, 3, 3))
     fig = plots.conv_weights_grid(w, layer="conv2", max_rows=16, max_cols=12)
     (ax,) = image_axes(fig)                                 # one mosaic: 16 x 12 tiles of 3 x 3, 1 px apart
-    mosaic = ax.images[0].get_array()
+    mosaic = np.ma.filled(ax.images[0].get_array().astype(float), np.nan)    # the gaps: NaN, drawn white
     assert mosaic.shape == (16 * 4 - 1, 12 * 4 - 1)
     assert np.allclose(mosaic[4 * 2:4 * 2 + 3, 4 * 5:4 * 5 + 3], w[2, 5])       # out 2, in 5
-    assert mosaic.mask[3, :].all() and mosaic.mask[:, 3].all() and not mosaic.mask[:3, :3].any()
+    assert np.isnan(mosaic[3, :]).all() and np.isnan(mosaic[:, 3]).all() and np.isfinite(mosaic[:3, :3]).all()
     assert [t.get_text() for t in ax.get_xticklabels()] == [f"in {c}" for c in range(12)]
     assert [t.get_text() for t in ax.get_yticklabels()] == [f"out {r}" for r in range(16)]
     assert "first 16 of 20 filters" in fig.get_suptitle() and "first 12 of 18" in fig.get_suptitle()
-    assert np.allclose(plots.tile_mosaic(np.arange(8.0).reshape(1, 2, 2, 2), gap=0),
-                       [[0, 1, 4, 5], [2, 3, 6, 7]])
 
 
 def test_weight_images_named_units_reshaped_to_the_input():
@@ -200,11 +199,17 @@ def test_feature_maps_figure_rows_and_channel_cap():
               predictions.FeatureMaps("conv2", "Conv2d", rng.normal(size=(20, 4, 4)))]
     image = np.zeros((8, 8), dtype=np.uint8)
     fig = plots.feature_maps_figure(image, layers, caption="test image 3", max_channels=16)
-    tiles = image_axes(fig)
-    assert len(tiles) == 1 + 4 + 4 + 16                               # the image, then capped maps
+    rows = [im for ax in fig.axes for im in ax.images if im.get_gid() == "maps-row"]
+    assert len(image_axes(fig)) == 1 + 3                              # the image, then a mosaic per layer
+    assert [im.get_array().shape for im in rows] == [(8, 4 * 9 - 1), (8, 4 * 9 - 1), (4, 16 * 5 - 1)]
+    conv2 = np.ma.filled(rows[2].get_array().astype(float), np.nan)   # capped at 16 of 20 channels
+    np.testing.assert_allclose(conv2[:, 15 * 5:15 * 5 + 4], layers[2].maps[15])
+    assert np.isnan(conv2[:, 4]).all()                                # a gap between channels
     assert len(visible_axes(fig, colorbars=True)) == 3
-    relu_tile = next(ax for ax in tiles if ax.images[0].get_cmap().name == "magma")
-    assert relu_tile.images[0].get_clim()[0] == 0                     # non-negative: sequential from 0
+    relu = next(im for im in rows if im.get_cmap().name.startswith("magma"))
+    assert relu.get_clim()[0] == 0                                    # non-negative: sequential from 0
+    labels = [[t.get_text() for t in im.axes.get_xticklabels()] for im in rows]
+    assert labels == [[f"ch {c}" for c in range(4)], [], [f"ch {c}" for c in range(4, 16)]]
 
 
 def test_dense_activations_figure_writes_every_value_and_boxes_the_argmax():
@@ -308,9 +313,13 @@ def test_outliers_figure_grid_and_misclassified_marks():
     preds = labels.copy()
     preds[rows[0].outliers[0]] = 1
     fig = plots.outliers_figure(images, rows, CLASSES, layer="fc1", n_outliers=3, preds=preds)
-    assert len(image_axes(fig)) == 4 * (1 + 3)
-    red = [ax for ax in fig.axes if "→ b" in ax.get_xlabel()]
-    assert len(red) == 1
+    (ax,) = image_axes(fig)                                         # one axes, every image placed in it
+    assert len(ax.images) == 4 * (1 + 3)
+    red = [t for t in ax.texts if "→ b" in t.get_text()]
+    assert len(red) == 1 and red[0].get_color() == "crimson"
+    frames = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(frames) == 4 * (1 + 3) and sum(p.get_edgecolor() == to_rgba("crimson") for p in frames) == 1
+    assert [t.get_text() for t in ax.texts if t.get_fontweight() == "bold"] == [CLASSES[r.cls] for r in rows]
 
 
 def test_class_separation_by_hand():

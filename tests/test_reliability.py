@@ -784,7 +784,7 @@ def test_signal_during_training_removes_partial_outputs(staged_ws: Path, signum)
     """Ctrl-C (SIGINT) or `kill` / CI cancellation (SIGTERM) while train is writing snapshots, events
     and dvclive files: exit 128 + signal, one line, data/model and metrics/train gone."""
     artifacts.remove(M)
-    set_params(staged_ws, {"train": {"epochs": 200, "snapshot_every": 2}})
+    set_params(staged_ws, {"train": {"epochs": 60, "snapshot_every": 2}})     # minutes on a slow machine
     env = {**os.environ, "PYTHONPATH": str(REPO), "HIDDEN_SPACES_QUIET": "1"}
     # preexec_fn: a SIGINT ignored by the launcher (`pytest &` in a script) would be inherited
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train"], cwd=staged_ws, env=env, text=True,
@@ -814,6 +814,10 @@ def test_signal_during_training_removes_partial_outputs(staged_ws: Path, signum)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     err = "".join(lines) + rest
+    if took > 30:       # seen in 3 of 5 whole-suite runs (125-130 s), never alone: a clue, not a failure yet
+        epochs = len(re.findall(r"^epoch \d+/", rest, re.M))
+        warnings.warn(f"train took {took:.0f} s to exit after {signal.Signals(signum).name} and logged {epochs} "
+                      f"more epochs")
     assert code == 128 + signum, f"exit {code} {took:.1f} s after the signal:\n{err}"
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("error: interrupted; outputs of the interrupted stage were removed, "

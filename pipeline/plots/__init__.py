@@ -21,12 +21,12 @@ from pipeline.plots.evolution import evolution_animation, evolution_grid
 from pipeline.plots.predictions import (confusion_figure, confusion_matrix, dense_activations_figure,
                                         feature_maps_figure, pick_cases)
 from pipeline.plots.weights import (conv_weights_grid, filter_correlations, filter_montage, redundancy_figure,
-                                    redundant_pairs, tile_mosaic, weight_images)
+                                    redundant_pairs, weight_images)
 
 __all__ = [
     "class_colors", "display_images",
     "scatter_embedding", "progression_grid",
-    "filter_montage", "conv_weights_grid", "tile_mosaic", "weight_images", "filter_correlations", "redundant_pairs",
+    "filter_montage", "conv_weights_grid", "weight_images", "filter_correlations", "redundant_pairs",
     "redundancy_figure",
     "feature_maps_figure", "dense_activations_figure", "confusion_matrix", "confusion_figure", "pick_cases",
     "evolution_grid", "evolution_animation",

@@ -41,17 +41,22 @@ class DenseCase:
 
 def feature_maps_figure(image: np.ndarray, layers: Sequence[FeatureMaps], *, caption: str,
                         max_channels: int = 16) -> Figure:
-    """The image, then one row per layer with up to ``max_channels`` maps. A layer with negative
-    values uses a diverging scale centred on 0, a non-negative one (after ReLU, pooling of
-    ReLU) a sequential scale from 0; one scale per row, with its colour bar at the row's end."""
+    """The image, then one row per layer with up to ``max_channels`` maps, drawn as one mosaic
+    image per row (gid ``maps-row``). A layer with negative values uses a diverging scale centred
+    on 0, a non-negative one (after ReLU, pooling of ReLU) a sequential scale from 0; one scale per
+    row, with its colour bar at the row's end."""
+    from matplotlib import colormaps
+
+    from pipeline.plots.filters import mosaic
+
     if not layers:
         raise ValueError("no spatial layers to show")
     cols = min(max_channels, max(fm.maps.shape[0] for fm in layers))
     rows = len(layers)
     tile = float(np.clip(13.0 / cols, 0.75, 1.5))
     fig = new_figure(tile * cols + 4.2, max(tile * rows + 0.9, 3.6))
-    # columns: image | layer name | maps ... | colour bar
-    grid = fig.add_gridspec(rows, cols + 3, width_ratios=[2.0, 1.0] + [1.0] * cols + [0.12])
+    # columns: image | layer name | the row's maps | colour bar
+    grid = fig.add_gridspec(rows, 4, width_ratios=[2.0, 1.0, float(cols), 0.12])
     image_ax = fig.add_subplot(grid[:, 0])            # spans every row: no row gets taller for the caption
     show_image(image_ax, image)
     image_ax.set_xlabel(caption, fontsize=9)
@@ -60,23 +65,33 @@ def feature_maps_figure(image: np.ndarray, layers: Sequence[FeatureMaps], *, cap
         n = min(cols, maps.shape[0])
         if np.nanmin(maps) < 0:
             vmax = symmetric_limit(maps)
-            kw = dict(cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            kw = dict(cmap=colormaps["RdBu_r"].with_extremes(bad="white"), vmin=-vmax, vmax=vmax)
         else:
-            kw = dict(cmap="magma", vmin=0.0, vmax=max(float(np.nanmax(maps)), 1e-12))
+            kw = dict(cmap=colormaps["magma"].with_extremes(bad="white"), vmin=0.0,
+                      vmax=max(float(np.nanmax(maps)), 1e-12))
         name_ax = fig.add_subplot(grid[r, 1])
         name_ax.set_axis_off()
         more = f"\n(first {n} of {maps.shape[0]})" if n < maps.shape[0] else ""
         name_ax.text(1.0, 0.5, f"{fm.name}\n{fm.kind}\n{'x'.join(str(d) for d in maps.shape)}{more}",
                      ha="right", va="center", fontsize=8.5, transform=name_ax.transAxes)
-        artist = None
-        for c in range(n):
-            ax = fig.add_subplot(grid[r, c + 2])
-            artist = ax.imshow(maps[c], interpolation="nearest", **kw)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0 or layers[r - 1].maps.shape[0] < c + 1:
-                ax.set_title(f"ch {c}", fontsize=7, pad=2)
-        cax = fig.add_subplot(grid[r, cols + 2])
+        ax = fig.add_subplot(grid[r, 2])
+        h, w = maps.shape[1:]
+        # in channel units: channel c's map starts at x = c in every row, so the columns line up
+        # whatever the map size (a 5x5 map and its 1-pixel gap fill one unit, as a 28x28 one does)
+        unit = w + 1
+        artist = ax.imshow(mosaic(maps[None, :n]), interpolation="nearest", gid="maps-row",
+                           extent=(0, (n * unit - 1) / unit, h / unit, 0), **kw)
+        ax.set_xlim(0, cols)
+        ax.set_ylim(1, 0)                             # every row one unit tall: the same scale in every row
+        ax.set_anchor("W")
+        # channel numbers above the first row, and above channels the row before did not have
+        named = [c for c in range(n) if r == 0 or layers[r - 1].maps.shape[0] < c + 1]
+        ax.set_xticks([c + w / unit / 2 for c in named], [f"ch {c}" for c in named], fontsize=7)
+        ax.tick_params(length=0, pad=2, labeltop=True, labelbottom=False)
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        cax = fig.add_subplot(grid[r, 3])
         cb = fig.colorbar(artist, cax=cax)
         cb.ax.tick_params(labelsize=7)
     fig.suptitle("Feature maps of one test image, layer by layer (rows) and channel by channel (columns)",
