@@ -814,11 +814,11 @@ def test_signal_during_training_removes_partial_outputs(staged_ws: Path, signum)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     err = "".join(lines) + rest
-    if took > 30:       # seen in 3 of 5 whole-suite runs (125-130 s), never alone: a clue, not a failure yet
-        epochs = len(re.findall(r"^epoch \d+/", rest, re.M))
-        warnings.warn(f"train took {took:.0f} s to exit after {signal.Signals(signum).name} and logged {epochs} "
-                      f"more epochs")
     assert code == 128 + signum, f"exit {code} {took:.1f} s after the signal:\n{err}"
+    # prompt: closing tensorboard's writer after an interrupt waited out its 120-s flush interval
+    # (in 3 of 5 whole-suite runs, 5 of 12 interrupts under load); an interrupted stage now leaves it
+    epochs = len(re.findall(r"^epoch \d+/", rest, re.M))
+    assert took < 60, f"train took {took:.0f} s to exit after the signal ({epochs} more epochs logged)"
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("error: interrupted; outputs of the interrupted stage were removed, "
                                             "rerun `dvc repro`")

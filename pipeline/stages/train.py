@@ -162,8 +162,17 @@ def run(params: Params) -> dict[str, Any]:
             live.summary["params"] = meta["params"]
             if ignored:
                 live.summary["notes"] = f"{', '.join(ignored)}: ignored by arch {params.model.arch}"
-        finally:
+        except KeyboardInterrupt:
+            # Ctrl-C / SIGTERM: the event file (logs/, not an output) is left as it is. Closing it
+            # joins tensorboard's writer thread, which can miss the wake-up when the interrupt lands
+            # inside one of its queue calls and then sleeps out its 120-s flush interval (seen:
+            # interrupted at an epoch's end, the stage took two minutes to exit). The thread is a
+            # daemon: the process ends without it.
+            raise
+        except BaseException:
             tb.close()
+            raise
+        tb.close()
         live.end()
         seconds = [round(s, 3) for s in history["epoch_seconds"]]
         artifacts.save_json(paths.TRAIN_LOGS / "timings.json",
