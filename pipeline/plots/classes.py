@@ -71,9 +71,12 @@ def outliers_figure(images: np.ndarray, rows: Sequence[OutlierRow], classes: Seq
     ax = fig.subplots()
     step_x, step_y, apart = 1.08, 1.3, 0.25         # cell pitch (room for the distance below), typical set apart
 
+    def column_x(j: int) -> float:
+        return j * step_x + (apart if j else 0.0)
+
     def place(r: int, j: int, index: int, note: str, frame: Any = None, width: float = 0.8,
               note_color: str = "black") -> None:
-        x0, y0 = j * step_x + (apart if j else 0.0), r * step_y
+        x0, y0 = column_x(j), r * step_y
         image = images[index]
         if image.ndim == 2:
             ax.imshow(image, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", extent=(x0, x0 + 1, y0 + 1, y0))
@@ -94,8 +97,8 @@ def outliers_figure(images: np.ndarray, rows: Sequence[OutlierRow], classes: Seq
             else:
                 place(r, j + 1, i, f"d={d:.3g}")
     for j, title in enumerate(["typical"] + [f"farthest {k + 1}" if k == 0 else f"{k + 1}" for k in range(n_outliers)]):
-        ax.text(j * step_x + (apart if j else 0.0) + 0.5, -0.08, title, ha="center", va="bottom", fontsize=9)
-    ax.set_xlim(-0.05, (cols - 1) * step_x + apart + 1.05)
+        ax.text(column_x(j) + 0.5, -0.08, title, ha="center", va="bottom", fontsize=9)
+    ax.set_xlim(-0.05, column_x(cols - 1) + 1.05)
     ax.set_ylim(len(rows) * step_y, -0.05)
     ax.set_aspect("equal")
     ax.set_axis_off()

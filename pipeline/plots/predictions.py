@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -39,14 +39,24 @@ class DenseCase:
     values: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
+def _maps_scale(values: np.ndarray) -> dict[str, Any]:
+    """imshow's colour arguments for feature maps: a diverging scale centred on 0 when ``values``
+    has negatives, a sequential one from 0 otherwise (after ReLU); mosaic gaps (NaN) in white."""
+    from matplotlib import colormaps
+
+    if np.nanmin(values) < 0:
+        vmax = symmetric_limit(values)
+        return dict(cmap=colormaps["RdBu_r"].with_extremes(bad="white"), vmin=-vmax, vmax=vmax)
+    return dict(cmap=colormaps["magma"].with_extremes(bad="white"), vmin=0.0,
+                vmax=max(float(np.nanmax(values)), 1e-12))
+
+
 def feature_maps_figure(image: np.ndarray, layers: Sequence[FeatureMaps], *, caption: str,
                         max_channels: int = 16) -> Figure:
     """The image, then one row per layer with up to ``max_channels`` maps, drawn as one mosaic
     image per row (gid ``maps-row``). A layer with negative values uses a diverging scale centred
     on 0, a non-negative one (after ReLU, pooling of ReLU) a sequential scale from 0; one scale per
     row, with its colour bar at the row's end."""
-    from matplotlib import colormaps
-
     from pipeline.plots.filters import mosaic
 
     if not layers:
@@ -63,12 +73,7 @@ def feature_maps_figure(image: np.ndarray, layers: Sequence[FeatureMaps], *, cap
     for r, fm in enumerate(layers):
         maps = np.asarray(fm.maps, dtype=float)
         n = min(cols, maps.shape[0])
-        if np.nanmin(maps) < 0:
-            vmax = symmetric_limit(maps)
-            kw = dict(cmap=colormaps["RdBu_r"].with_extremes(bad="white"), vmin=-vmax, vmax=vmax)
-        else:
-            kw = dict(cmap=colormaps["magma"].with_extremes(bad="white"), vmin=0.0,
-                      vmax=max(float(np.nanmax(maps)), 1e-12))
+        kw = _maps_scale(maps)
         name_ax = fig.add_subplot(grid[r, 1])
         name_ax.set_axis_off()
         more = f"\n(first {n} of {maps.shape[0]})" if n < maps.shape[0] else ""
@@ -115,8 +120,6 @@ def feature_maps_comparison(cases: Sequence[MapsCase], *, max_channels: int = 16
     share one colour scale (diverging around 0 when the layer has negative values, sequential
     from 0 otherwise) so their maps compare directly. At most ``max_channels`` channels a row,
     drawn as one mosaic image per row (gid ``maps-row``)."""
-    from matplotlib import colormaps
-
     from pipeline.plots.filters import mosaic
 
     if not cases or not cases[0].layers:
@@ -138,12 +141,7 @@ def feature_maps_comparison(cases: Sequence[MapsCase], *, max_channels: int = 16
     for j, name in enumerate(names):
         stack = [np.asarray(case.layers[j].maps, dtype=float)[:max_channels] for case in cases]
         values = np.concatenate([m.ravel() for m in stack])
-        if np.nanmin(values) < 0:
-            vmax = symmetric_limit(values)
-            kw = dict(cmap=colormaps["RdBu_r"].with_extremes(bad="white"), vmin=-vmax, vmax=vmax)
-        else:
-            kw = dict(cmap=colormaps["magma"].with_extremes(bad="white"), vmin=0.0,
-                      vmax=max(float(np.nanmax(values)), 1e-12))
+        kw = _maps_scale(values)
         first = j * (n_cases + 1)
         name_ax = fig.add_subplot(grid[first:first + n_cases, 1])
         name_ax.set_axis_off()
