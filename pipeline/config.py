@@ -28,7 +28,7 @@ __all__ = [
     "DataConfig", "ModelConfig", "TrainConfig", "ExtractConfig", "ReduceConfig", "PCAConfig",
     "TSNEConfig", "UMAPConfig", "ProbeConfig", "RenderConfig", "ProjectorConfig", "ExportConfig",
     "DiagnoseConfig", "ExploreConfig", "Params", "load_params", "parse_params", "DATASETS", "ARCHS", "CLASSIFIER_ARCHS",
-    "AUTOENCODER_ARCHS", "METHODS",
+    "AUTOENCODER_ARCHS", "METHODS", "FIGURE_FAMILIES",
 ]
 
 DATASETS = ("mnist-5k", "digits", "mnist", "fashion-mnist", "kmnist", "cifar10")
@@ -37,6 +37,9 @@ AUTOENCODER_ARCHS = ("ae", "conv_ae", "vae")
 ARCHS = CLASSIFIER_ARCHS + AUTOENCODER_ARCHS
 METHODS = ("pca", "tsne", "umap")
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}    # display names (titles, axes)
+# render.figures: the figure families render can draw, one planner each (pipeline/stages/render.py)
+FIGURE_FAMILIES = ("maps", "weights", "feature_maps", "classifier", "evolution", "outliers", "class_distances",
+                   "dataset", "autoencoder", "redundancy", "filters_evolution", "confident_unsure", "thumbnails")
 
 
 def _numeric(annotation: Any) -> bool:
@@ -255,6 +258,14 @@ class RenderConfig(_Section):
     montage_per_class: int = Field(10, ge=1, le=50) # dataset montage: training images per class
     atlas_grid: int = Field(20, ge=2, le=60)        # thumbnail maps: cells per side of the grid over the map
     dpi: int = Field(110, ge=50, le=600)            # PNG resolution (the GIFs use at most 80)
+    figures: Optional[list[Literal[FIGURE_FAMILIES]]] = None  # families drawn; None: all (metrics: always all)
+
+    @field_validator("figures")
+    @classmethod
+    def _figures_non_empty(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None and len(value) == 0:
+            raise ValueError("empty list; leave it out (null) for every figure, or name families such as [maps]")
+        return value
 
 
 class ProjectorConfig(_Section):

@@ -62,9 +62,11 @@ class Plan:
     def add(self, name: str, draw: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         self.jobs.append(FigureJob(name, draw, args, kwargs))
 
-    def extend(self, other: "Plan") -> "Plan":
+    def extend(self, other: "Plan", *, figures: bool = True) -> "Plan":
+        """Add ``other``'s numbers, and its figures unless ``figures`` is False."""
         self.metrics.update(other.metrics)
-        self.jobs.extend(other.jobs)
+        if figures:
+            self.jobs.extend(other.jobs)
         return self
 
 

@@ -82,10 +82,17 @@ def dvc_stage_names(root: Path = REPO) -> set[str]:
         {name for name, body in stages.items() if "foreach" not in body}
 
 
+# The shared repository draws two figure families (render.figures; every number of render.json is
+# still computed): a PNG and a GIF kind, enough for DVC's side of the figures (outputs, plots,
+# determinism of a forced rerun). Drawing all 72 took 20 s of each of its three renders; every
+# family is drawn and checked by test_render_stage.py, test_render_colour.py and the ResNet run.
+SHARED_REPO_PARAMS = {"render": {"figures": ["classifier", "evolution"]}}
+
+
 def build_pipeline_repo(dest: Path) -> Path:
     """``make_repo`` + `dvc repro` of the whole pipeline, committed ("tiny run"): the session's
     shared repository (conftest's ``dvc_repo_session``); checks that every stage ran."""
-    root = make_repo(dest)
+    root = make_repo(dest, SHARED_REPO_PARAMS)
     out = dvc("repro", cwd=root).stdout
     assert stages_ran(out) == dvc_stage_names(root), out
     git("add", "-A", cwd=root)

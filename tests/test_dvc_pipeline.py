@@ -26,9 +26,13 @@ def test_repro_from_scratch_writes_every_output(dvc_repo):
                  "data/embeddings/pca/act4.npy", "data/embeddings/tsne/act4.npy", "data/embeddings/umap/act4.npy",
                  "data/projector/projector_config.pbtxt", "data/export/export.json", "metrics/train/metrics.json",
                  "metrics/embeddings/tsne.json", "metrics/probes.json", "metrics/render.json",
-                 "metrics/diagnostics.json", "plots/confusion.csv", "plots/figures/progression_tsne.png",
-                 "plots/points/umap/12_act4.csv"):
+                 "metrics/diagnostics.json", "plots/confusion.csv", "plots/figures/confusion.png",
+                 "plots/figures/evolution_tsne_act4.gif", "plots/points/umap/12_act4.csv"):
         assert (root / path).exists(), path
+    # render.figures (tests/dvc_repo.py) chose the figures drawn, not the numbers
+    assert not list((root / "plots/figures").glob("scatter_*"))
+    render_metrics = json.loads((root / "metrics/render.json").read_text())
+    assert {"class_separation", "redundancy", "outliers"} <= set(render_metrics)
 
 
 def test_noop_repro_runs_nothing(dvc_repo):

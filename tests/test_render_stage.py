@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from pipeline import paths
-from pipeline.config import load_params
+from pipeline.config import FIGURE_FAMILIES, load_params
 from pipeline.errors import ConfigError
 from pipeline.stages import render
 from tests.conftest import run_cli, write_params
@@ -194,22 +194,42 @@ def test_numbers_come_before_drawing_and_jobs_draw_anywhere(staged_ws: Path, mon
     assert (staged_ws / "one" / "progression_pca.png").read_bytes()[:8] == PNG
     for other in plan.jobs:
         pickle.dumps(other)
-    # the stage draws only a GIF and five PNGs (in two worker processes): its numbers are still
-    # the plan's, so they cannot depend on which figures were drawn (every figure is drawn by
-    # test_render_on_the_tiny_pipeline)
-    some = [j for j in plan.jobs if j.name.endswith(".gif")][:1] + [j for j in plan.jobs if j.name.endswith(".png")][:5]
-    chosen = {job.name for job in some}
+    # render.figures: each family's planner gives its own figures, together all of them, and the
+    # numbers of every family whichever are drawn
+    inp = render.load_inputs(params.render)
+    by_family = {family: [job.name for job in render.plan_figures(
+        inp, params.render.model_copy(update={"figures": [family]})).jobs] for family in FIGURE_FAMILIES}
+    assert sorted(sum(by_family.values(), [])) == sorted(names)
+    assert all(by_family[f] for f in FIGURE_FAMILIES if f not in ("evolution", "autoencoder"))   # no snapshot maps here
+    assert {"filters_evolution_conv1.gif", "confusion.png"} <= set(by_family["filters_evolution"] + by_family["classifier"])
+    # the stage drawing two families (GIFs and PNGs, in two worker processes): render.json is still
+    # the whole plan's numbers, so it cannot depend on which figures were drawn (every figure is
+    # drawn by test_render_on_the_tiny_pipeline)
+    low_dpi(staged_ws, figures=["filters_evolution", "classifier"])
+    params = load_params(staged_ws / "params.yaml")
+    chosen = set(by_family["filters_evolution"] + by_family["classifier"])
     monkeypatch.setenv("HIDDEN_SPACES_WORKERS", "2")
-    monkeypatch.setattr(render, "draw_all", lambda jobs, *a, **k: draw_all([j for j in jobs if j.name in chosen], *a, **k))
     render.run(params)
     written = json.loads((staged_ws / paths.RENDER_METRICS).read_text())
-    assert written == json.loads(json.dumps({**plan.metrics, "figures": len(plan.jobs)}))
+    assert written == json.loads(json.dumps({**plan.metrics, "figures": len(chosen)}))
     assert sorted(p.name for p in (staged_ws / paths.FIGURES).iterdir()) == sorted(chosen)
     # drawn in two worker processes above, here in this one: the same bytes, GIFs included
     (staged_ws / "serial").mkdir()
+    some = [job for job in plan.jobs if job.name in chosen]
     draw_all(some, staged_ws / "serial", dpi=params.render.dpi, workers=1)
     for job in some:
         assert (staged_ws / "serial" / job.name).read_bytes() == (staged_ws / paths.FIGURES / job.name).read_bytes(), job.name
+
+
+@pytest.mark.parametrize("value, message", [
+    (["maps", "filters"], "params.yaml: render.figures.1 = filters: must be 'maps', 'weights', 'feature_maps', "),
+    ([], "params.yaml: render.figures = []: empty list; leave it out (null) for every figure, or name families "
+         "such as [maps]")])
+def test_bad_figure_family_is_one_line(staged_ws: Path, value: list, message: str) -> None:
+    low_dpi(staged_ws, figures=value)
+    proc = run_cli("render", cwd=staged_ws, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {message}"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (staged_ws / paths.FIGURES).exists()
 
 
 @pytest.mark.parametrize("value", ["0", "two", "-1"])

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import artifacts, memory, paths
-from pipeline.config import METHODS, Params, RenderConfig
+from pipeline.config import FIGURE_FAMILIES, METHODS, Params, RenderConfig
 from pipeline.datasets import load_info, split_images
 from pipeline.errors import ConfigError, UserError
 from pipeline.figures import Plan, Rows, draw_all
@@ -259,7 +259,8 @@ def plan_figures(inp: Inputs, cfg: RenderConfig, *, noise: float = 0.0, noise_ki
     """Every figure to draw, in a stable order, and every number ``metrics/render.json`` reports,
     computed before anything is drawn: one planner per figure family, each a pure pass over the
     inputs. ``noise``, ``noise_kind``, ``seed`` (params.yaml ``train``) give an autoencoder's
-    denoising view."""
+    denoising view. ``cfg.figures`` (``render.figures``) chooses the families whose figures are
+    drawn; the numbers are those of every family whichever are drawn."""
     from pipeline import plots
 
     n = len(inp.labels)
@@ -268,25 +269,33 @@ def plan_figures(inp: Inputs, cfg: RenderConfig, *, noise: float = 0.0, noise_ki
                           f"use 0..{n - 1}")
     colors = plots.class_colors(len(inp.classes))
     layer = choose_layer(cfg, inp.index, inp.layers)
+    drawn = set(cfg.figures or FIGURE_FAMILIES)
     plan = Plan()
-    plan.extend(plan_maps(inp, colors))
-    plan.extend(plan_weights(inp, cfg.redundancy_threshold))
-    plan.extend(plan_feature_maps(inp, cfg.sample_index, cfg.max_channels))
-    plan.extend(plan_classifier(inp, colors))
-    plan.extend(plan_evolution(inp, layer, colors))
-    plan.extend(plan_outliers(inp, layer, cfg.n_outliers, colors))
-    plan.extend(plan_class_distances(inp, layer))
-    plan.extend(plan_dataset(inp))
+
+    def family(name: str, part: Plan) -> None:
+        # every family's numbers go into render.json; its figures only when render.figures names it
+        plan.extend(part, figures=name in drawn)
+
+    family("maps", plan_maps(inp, colors))
+    family("weights", plan_weights(inp, cfg.redundancy_threshold))
+    family("feature_maps", plan_feature_maps(inp, cfg.sample_index, cfg.max_channels))
+    family("classifier", plan_classifier(inp, colors))
+    family("evolution", plan_evolution(inp, layer, colors))
+    family("outliers", plan_outliers(inp, layer, cfg.n_outliers, colors))
+    family("class_distances", plan_class_distances(inp, layer))
+    family("dataset", plan_dataset(inp))
     if inp.task == "reconstruct" and inp.model is not None:
-        plan.extend(plan_autoencoder(inp, colors, noise=noise, noise_kind=noise_kind, seed=seed))
+        family("autoencoder", plan_autoencoder(inp, colors, noise=noise, noise_kind=noise_kind, seed=seed))
     # the analyses (pipeline.stages.render_analyses): every conv layer's redundancy, filters over
     # training, confident / unsure feature maps, dataset montage, thumbnail maps
     steps_meta = {int(e["step"]): e for e in inp.index.get("snapshots") or []}
-    plan.extend(analyses.plan_redundancy(inp, cfg.redundancy_threshold, cfg.redundancy_shift))
-    plan.extend(analyses.plan_filter_evolution(inp, lambda step: _snapshot_accuracy(steps_meta.get(step), inp.labels)))
-    plan.extend(analyses.plan_confident_unsure(inp, cfg.max_channels, lambda i: _caption(inp, i, short=True)))
-    plan.extend(analyses.plan_montage(inp, cfg.montage_per_class, colors))
-    plan.extend(analyses.plan_thumbnails(inp, layer, cfg.atlas_grid, colors))
+    family("redundancy", analyses.plan_redundancy(inp, cfg.redundancy_threshold, cfg.redundancy_shift))
+    family("filters_evolution",
+           analyses.plan_filter_evolution(inp, lambda step: _snapshot_accuracy(steps_meta.get(step), inp.labels)))
+    family("confident_unsure",
+           analyses.plan_confident_unsure(inp, cfg.max_channels, lambda i: _caption(inp, i, short=True)))
+    family("dataset", analyses.plan_montage(inp, cfg.montage_per_class, colors))
+    family("thumbnails", analyses.plan_thumbnails(inp, layer, cfg.atlas_grid, colors))
     return plan
 
 
@@ -597,7 +606,8 @@ def run(params: Params) -> dict[str, Any]:
         inp = load_inputs(cfg)
         plan = plan_figures(inp, cfg, noise=params.train.noise, noise_kind=params.train.noise_kind,
                             seed=params.train.seed)
-        log(f"render: {len(plan.jobs)} figures ({', '.join(inp.methods) or 'no'} maps) -> {figures}")
+        chosen = f"; render.figures: {', '.join(cfg.figures)}" if cfg.figures else ""
+        log(f"render: {len(plan.jobs)} figures ({', '.join(inp.methods) or 'no'} maps{chosen}) -> {figures}")
         draw_all(plan.jobs, figures, cfg.dpi, workers=worker_processes(len(plan.jobs)),
                  bar=lambda done, total: progress(done, total=total, desc="render", unit="figure"))
         names = np.asarray(inp.classes, dtype=object)
