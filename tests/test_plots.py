@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline import artifacts, plots
 from pipeline.plots import classes as class_plots
-from pipeline.plots import common, evolution, predictions, weights
+from pipeline.plots import common, evolution, predictions
 
 CLASSES = ["a", "b", "c", "d"]
 
@@ -125,19 +125,30 @@ def test_filter_montage_one_tile_per_filter_symmetric_scale():
     w = np.random.default_rng(0).normal(size=(6, 1, 5, 5))
     w[2] *= 3
     fig = plots.filter_montage(w, layer="conv1")
-    tiles = image_axes(fig)
-    assert len(tiles) == 6
-    lo, hi = tiles[0].images[0].get_clim()
+    (ax,) = image_axes(fig)                                 # one mosaic: a row of 6 tiles of 5 x 5, 1 px apart
+    mosaic = np.ma.filled(ax.images[0].get_array().astype(float), np.nan)    # the gaps: NaN, drawn white
+    assert mosaic.shape == (5, 6 * 6 - 1)
+    for i in range(6):
+        assert np.allclose(mosaic[:, 6 * i:6 * i + 5], w[i, 0]), i
+    assert np.isnan(mosaic[:, 5::6]).all()
+    lo, hi = ax.images[0].get_clim()
     assert lo == -hi == pytest.approx(-np.abs(w).max())
+    assert [t.get_text() for t in ax.texts] == [f"#{i}" for i in range(6)]
     assert len(visible_axes(fig, colorbars=True)) == 1
 
 
 def test_filter_montage_rgb_and_cap():
+    from pipeline.plots.diagnostics import rgb_filter_tiles
+
     w = np.random.default_rng(0).normal(size=(70, 3, 3, 3))
     fig = plots.filter_montage(w, layer="conv1", max_filters=64)
-    tiles = image_axes(fig)
-    assert len(tiles) == 64
-    assert tiles[0].images[0].get_array().shape == (3, 3, 3)
+    (ax,) = image_axes(fig)
+    mosaic = np.asarray(ax.images[0].get_array())
+    assert mosaic.shape == (8 * 4 - 1, 8 * 4 - 1, 3)       # 64 tiles, 8 x 8, white gaps
+    tiles = rgb_filter_tiles(w[:64])
+    assert np.allclose(mosaic[4 * 2:4 * 2 + 3, 4 * 5:4 * 5 + 3], tiles[2 * 8 + 5])
+    assert (mosaic[3] == 1.0).all() and (mosaic[:, 3] == 1.0).all()
+    assert len(ax.texts) == 64 and ax.texts[-1].get_text() == "#63"
     assert "first 64 of 70" in fig.get_suptitle()
 
 

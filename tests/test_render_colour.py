@@ -73,11 +73,10 @@ def test_filter_montage_draws_the_rgb_tiles_of_three_channel_filters() -> None:
     rng = np.random.default_rng(1)
     w = rng.normal(size=(7, 3, 5, 5)) * np.array([1, 10, 0.1, 1, 1, 1, 1])[:, None, None, None]
     fig = filter_montage(w, layer="conv1")
-    drawn = [ax.images[0].get_array() for ax in fig.axes if ax.images]
-    assert len(drawn) == 7
+    (drawn,) = [np.asarray(ax.images[0].get_array()) for ax in fig.axes if ax.images]   # one mosaic, 7 tiles in a row
+    assert drawn.shape == (5, 7 * 6 - 1, 3)
     for k in range(7):
-        assert np.asarray(drawn[k]).shape == (5, 5, 3)
-        assert np.allclose(drawn[k], rgb_filter_tiles(w)[k])
+        assert np.allclose(drawn[:, 6 * k:6 * k + 5], rgb_filter_tiles(w)[k])
     assert any("own max |w|" in t.get_text() for t in fig.texts)
     grey = filter_montage(w[:, :1], layer="conv1")                   # one channel: a colour bar, not RGB
     assert any(ax.get_label() == "<colorbar>" for ax in grey.axes)

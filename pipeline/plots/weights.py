@@ -33,39 +33,49 @@ def _no_ticks(ax) -> None:
 
 
 def filter_montage(weights: np.ndarray, *, layer: str, max_filters: int = 64, max_cols: int = 8) -> Figure:
-    """First-layer filters (F, C, kh, kw), one tile each. One channel: a diverging colour map on
+    """First-layer filters (F, C, kh, kw), one tile each, numbered, drawn as one image
+    (:func:`pipeline.plots.filters.mosaic`, 1 px gaps). One channel: a diverging colour map on
     one symmetric scale for all (weak or dead filters look pale), with a colour bar. Three (RGB
     input): colour tiles from :func:`~pipeline.plots.diagnostics.rgb_filter_tiles`, each filter on
     its own symmetric scale (mid-grey = 0), so the colour and shape of weak filters stay visible."""
+    from matplotlib import colormaps
+
     from pipeline.plots.diagnostics import rgb_filter_tiles
+    from pipeline.plots.filters import mosaic
 
     w = np.asarray(weights, dtype=float)
     if w.ndim != 4:
         raise ValueError(f"expected conv weights (F, C, kh, kw), got shape {w.shape}")
-    n_all, c = w.shape[0], w.shape[1]
+    n_all, c, kh, kw = w.shape
     w = w[:max_filters]
     n = len(w)
     rows, cols = grid_shape(n, max_cols)
     tile = float(np.clip(7.0 / cols, 0.7, 1.4))
     fig = new_figure(max(cols * tile + 1.2, 4.5), rows * (tile + 0.25) + 1.0)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    ax = fig.subplots()
     vmax = symmetric_limit(w)
-    tiles = rgb_filter_tiles(w) if c == 3 else None                   # (n, kh, kw, 3) in [0, 1]
-    image = None
-    for i, ax in enumerate(axes[:n]):
-        if tiles is not None:
-            ax.imshow(tiles[i], interpolation="nearest")
-        else:
-            plane = w[i, 0] if c == 1 else w[i].mean(axis=0)
-            image = ax.imshow(plane, cmap=DIVERGING, vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"#{i}", fontsize=9)
-        _no_ticks(ax)
-    hide_unused(axes, n)
+    if c == 3:                                                  # (n, kh, kw, 3) in [0, 1], gaps white
+        grid = np.ones((rows * cols, kh, kw, 3))
+        grid[:n] = rgb_filter_tiles(w)
+        image = None
+        ax.imshow(mosaic(grid.reshape(rows, cols, kh, kw, 3), fill=1.0), interpolation="nearest")
+    else:
+        grid = np.full((rows * cols, kh, kw), np.nan)           # NaN: the gaps and empty cells, white
+        grid[:n] = w[:, 0] if c == 1 else w.mean(axis=1)
+        cmap = colormaps[DIVERGING].with_extremes(bad="white")
+        image = ax.imshow(mosaic(grid.reshape(rows, cols, kh, kw)), cmap=cmap, vmin=-vmax, vmax=vmax,
+                          interpolation="nearest")
+    for i in range(n):                                          # the number above each tile
+        r, k = divmod(i, cols)
+        ax.text(k * (kw + 1) + (kw - 1) / 2, r * (kh + 1) - 0.55, f"#{i}", ha="center", va="bottom", fontsize=8)
+    _no_ticks(ax)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     shown = f" (first {n} of {n_all})" if n < n_all else ""
     chan = "" if c in (1, 3) else f", mean over {c} input channels"
-    fig.suptitle(f"{layer}: {n_all} filters of {w.shape[2]}x{w.shape[3]}{shown}{chan}", fontsize=11)
+    fig.suptitle(f"{layer}: {n_all} filters of {kh}x{kw}{shown}{chan}", fontsize=11)
     if image is not None:
-        fig.colorbar(image, ax=axes[:n].tolist(), shrink=0.8, label="weight", pad=0.02)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="weight", pad=0.02)
     else:
         peaks = np.abs(w).max(axis=(1, 2, 3))
         fig.supxlabel("RGB, each filter scaled to its own max |w| (mid-grey = 0; a channel is brighter where its "
