@@ -81,6 +81,18 @@ def run_cli(*args: str, cwd: Path, check: bool = True, env: dict | None = None,
     return proc
 
 
+def run_in_process(ws: Path, monkeypatch: pytest.MonkeyPatch, *stages: tuple[str, ...]) -> None:
+    """The stages before render, in this process (no interpreter + torch start-up per stage)."""
+    import importlib
+
+    from pipeline.config import load_params
+
+    monkeypatch.chdir(ws)
+    params = load_params(ws / "params.yaml")
+    for name, *args in stages:
+        importlib.import_module(f"pipeline.stages.{name}").run(params, *args)
+
+
 @pytest.fixture(autouse=True)
 def _thread_limits_undone():
     """A stage run in this process keeps its thread limit for the rest of the process

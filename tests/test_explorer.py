@@ -343,12 +343,13 @@ def explored_ws(pipeline_ws: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """pipeline_ws + reduce pca + probe + explore (do not modify; copy it)."""
     import shutil
 
-    from tests.conftest import run_cli
+    from tests.conftest import run_cli, run_in_process
 
     ws = tmp_path_factory.mktemp("explored") / "ws"
     shutil.copytree(pipeline_ws, ws)
-    for args in (("reduce", "pca"), ("probe",), ("explore",)):
-        run_cli(*args, cwd=ws)
+    with pytest.MonkeyPatch.context() as mp:
+        run_in_process(ws, mp, ("reduce", "pca"), ("probe",))
+    run_cli("explore", cwd=ws)
     return ws
 
 

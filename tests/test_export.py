@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.stages import export as ex
-from tests.conftest import run_cli, write_params
+from tests.conftest import run_cli, run_in_process, write_params
 
 
 def _normalised_test_split(ws: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -94,11 +94,11 @@ def test_export_torchscript_only(staged_ws: Path):
 
 
 @pytest.mark.slow
-def test_export_autoencoder_full_model(workspace: Path):
+def test_export_autoencoder_full_model(workspace: Path, monkeypatch: pytest.MonkeyPatch):
     write_params(workspace, {"model": {"arch": "conv_ae", "filters": 4, "latent_dim": 8},
                              "train": {"epochs": 1, "snapshot_every": 0}})
-    for stage in ("fetch", "train", "export"):
-        run_cli(stage, cwd=workspace)
+    run_in_process(workspace, monkeypatch, ("fetch",), ("train",))
+    run_cli("export", cwd=workspace)
     info = json.loads((workspace / "data/export/export.json").read_text())
     assert info["task"] == "reconstruct" and info["output"]["name"] == "reconstruction"
     assert info["output"]["shape"] == ["batch", 1, 28, 28]

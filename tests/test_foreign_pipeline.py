@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli, write_params
+from tests.conftest import run_cli, run_in_process, write_params
 from tests.dvc_repo import dvc, git, make_repo, stages_ran
 
 TINY = {"data": {"n_train": 200, "n_test": 100}, "train": {"epochs": 1, "batch_size": 50, "snapshot_every": 2},
@@ -74,10 +74,9 @@ def _check_diagnostics(root: Path, arch: str, index: dict) -> None:
 
 
 @pytest.mark.slow
-def test_mobilenet_through_the_architecture_stages(workspace: Path) -> None:
+def test_mobilenet_through_the_architecture_stages(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_params(workspace, {**TINY, "model": {"arch": "torchvision:mobilenet_v3_small"}})
-    for stage in ("fetch", "train", "extract", "diagnose"):
-        run_cli(stage, cwd=workspace)
+    run_in_process(workspace, monkeypatch, ("fetch",), ("train",), ("extract",), ("diagnose",))
     index = _check_layers(workspace, "torchvision:mobilenet_v3_small")
     _check_diagnostics(workspace, "torchvision:mobilenet_v3_small", index)
 

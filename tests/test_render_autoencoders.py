@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline import artifacts, paths
 from pipeline.plots import autoencoders as ae
-from tests.conftest import run_cli, write_params
+from tests.conftest import run_cli, run_in_process, write_params
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CLASSES = [str(k) for k in range(4)]
@@ -153,18 +153,6 @@ CASES = {
     "conv_ae": {"model": {"arch": "conv_ae", "filters": 4, "kernel_size": 3, "latent_dim": 8},
                 "train": {"noise": 0.3}},
 }
-
-
-def run_in_process(ws: Path, monkeypatch: pytest.MonkeyPatch, *stages: tuple[str, ...]) -> None:
-    """The stages before render, in this process (no interpreter + torch start-up per stage)."""
-    import importlib
-
-    from pipeline.config import load_params
-
-    monkeypatch.chdir(ws)
-    params = load_params(ws / "params.yaml")
-    for name, *args in stages:
-        importlib.import_module(f"pipeline.stages.{name}").run(params, *args)
 
 
 @pytest.fixture(scope="module")

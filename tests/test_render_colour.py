@@ -19,7 +19,7 @@ from pipeline import paths
 from pipeline.plots.common import class_colors
 from pipeline.plots.diagnostics import rgb_filter_tiles
 from pipeline.plots.weights import filter_montage
-from tests.conftest import run_cli, write_params
+from tests.conftest import run_cli, run_in_process, write_params
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -84,8 +84,6 @@ def test_filter_montage_draws_the_rgb_tiles_of_three_channel_filters() -> None:
 
 @pytest.mark.slow
 def test_render_colour_inputs(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.test_render_autoencoders import run_in_process
-
     ws = workspace
     write_params(ws, {"data": {"n_train": 300, "n_test": 100},
                       "model": {"arch": "cnn", "filters": 4, "conv_blocks": 2, "kernel_size": 3, "hidden": [16]},

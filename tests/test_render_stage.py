@@ -15,7 +15,7 @@ from pipeline import paths
 from pipeline.config import FIGURE_FAMILIES, load_params
 from pipeline.errors import ConfigError
 from pipeline.stages import render
-from tests.conftest import run_cli, write_params
+from tests.conftest import run_cli, run_in_process, write_params
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -157,11 +157,11 @@ def test_dense_layers_pick_activations_after_linear_layers(staged_ws: Path) -> N
 
 
 @pytest.mark.slow
-def test_render_mlp_without_embeddings(workspace: Path) -> None:
+def test_render_mlp_without_embeddings(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_params(workspace, {"data": {"n_train": 200}, "model": {"arch": "mlp", "hidden": [32, 16]},
                              "train": {"epochs": 1}, "extract": {"n_samples": 60}, "render": {"dpi": 50}})
-    for stage in ("fetch", "train", "extract", "render"):
-        proc = run_cli(stage, cwd=workspace)
+    run_in_process(workspace, monkeypatch, ("fetch",), ("train",), ("extract",))
+    proc = run_cli("render", cwd=workspace)
     for method in ("pca", "tsne", "umap"):
         assert f"data/embeddings/{method} not found" in proc.stderr
     files = {p.name for p in (workspace / paths.FIGURES).iterdir()}
