@@ -1,6 +1,6 @@
 """torchvision models through the whole pipeline: real `dvc repro` in a temporary git repository.
 
-As cheap as the pipeline allows: 200 training images, one epoch, 100 test images, snapshots every 2
+As cheap as the pipeline allows: 200 training images, one epoch, 100 test images, snapshots every 4
 steps. ResNet-18 (small stem) through every stage with `dvc repro`, then `compare` against a LeNet
 experiment on the same images (CKA across architectures); mobilenet_v3_small (no ReLU modules,
 flattened maps) through the stages that depend on the architecture: train, extract, diagnose.
@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import run_cli, run_in_process, write_params
 from tests.dvc_repo import dvc, git, make_repo, stages_ran
 
-TINY = {"data": {"n_train": 200, "n_test": 100}, "train": {"epochs": 1, "batch_size": 50, "snapshot_every": 2},
+TINY = {"data": {"n_train": 200, "n_test": 100}, "train": {"epochs": 1, "batch_size": 50, "snapshot_every": 4},
         "extract": {"n_samples": 100}, "probe": {"max_iter": 100}}
 
 EXPECTED = {
