@@ -42,6 +42,14 @@ FIGURE_FAMILIES = ("maps", "weights", "feature_maps", "classifier", "evolution",
                    "dataset", "autoencoder", "redundancy", "filters_evolution", "confident_unsure", "thumbnails")
 
 
+def _refuse_empty(value: Any, fix: str) -> Any:
+    """The rule of every list field: ``[]`` is an error whose message ends with ``fix`` (leave the
+    field out, or what to list); anything else goes on to the field's own checks."""
+    if isinstance(value, list) and len(value) == 0:
+        raise ValueError(f"empty list; {fix}")
+    return value
+
+
 def _numeric(annotation: Any) -> bool:
     """Whether a field holds numbers: int or float, optional or in a list (``Optional[list[int]]``)."""
     if annotation in (int, float):
@@ -199,9 +207,7 @@ class ExtractConfig(_Section):
     @field_validator("layers", "snapshot_layers")
     @classmethod
     def _non_empty(cls, value: Any) -> Any:
-        if isinstance(value, list) and len(value) == 0:
-            raise ValueError("empty list; leave it out (null) to use the default layers")
-        return value
+        return _refuse_empty(value, "leave it out (null) to use the default layers")
 
 
 class PCAConfig(_Section):
@@ -263,9 +269,7 @@ class RenderConfig(_Section):
     @field_validator("figures")
     @classmethod
     def _figures_non_empty(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        if value is not None and len(value) == 0:
-            raise ValueError("empty list; leave it out (null) for every figure, or name families such as [maps]")
-        return value
+        return _refuse_empty(value, "leave it out (null) for every figure, or name families such as [maps]")
 
 
 class ProjectorConfig(_Section):
@@ -277,9 +281,7 @@ class ProjectorConfig(_Section):
     @field_validator("layers")
     @classmethod
     def _layers_non_empty(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        if value is not None and len(value) == 0:
-            raise ValueError("empty list; leave it out (null) for every extracted layer")
-        return value
+        return _refuse_empty(value, "leave it out (null) for every extracted layer")
 
 
 class ExportConfig(_Section):
@@ -289,9 +291,7 @@ class ExportConfig(_Section):
     @field_validator("formats")
     @classmethod
     def _formats_non_empty(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("empty list; use [onnx], [torchscript] or both")
-        return value
+        return _refuse_empty(value, "use [onnx], [torchscript] or both")
 
 
 class DiagnoseConfig(_Section):
@@ -310,9 +310,7 @@ class ExploreConfig(_Section):
     @field_validator("methods")
     @classmethod
     def _methods_non_empty(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        if value is not None and len(value) == 0:
-            raise ValueError("empty list; leave it out (null) for every method")
-        return value
+        return _refuse_empty(value, "leave it out (null) for every method")
 
 
 class Params(_Section):
