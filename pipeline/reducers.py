@@ -410,9 +410,14 @@ def numba_cache_dir() -> str:
     return os.path.join(base, "hidden-spaces", "numba")
 
 
+# pynndescent's functions with declared signatures, not yet compiled (see numba_disk_cache)
+_DEFERRED: list[tuple[Any, list[Any]]] = []
+
+
 @contextlib.contextmanager
 def numba_disk_cache() -> Iterator[None]:
-    """Inside: numba compiles with ``cache=True`` unless told otherwise, into :func:`numba_cache_dir`.
+    """Inside: numba compiles with ``cache=True`` unless told otherwise, into :func:`numba_cache_dir`,
+    and pynndescent's declared-signature functions are compiled when first needed, not at import.
 
     umap-learn marks few of its numba functions ``cache=True``, and builds some with
     ``numba.njit(...)`` at every fit, so every new process compiled them again: measured here,
@@ -420,10 +425,19 @@ def numba_disk_cache() -> Iterator[None]:
     compiled. With the on-disk cache the first fit of every later process takes 1.0 s (the
     compile is paid once per machine and library version; numba checks the source files'
     timestamps and recompiles what changed). What cannot be cached (closures) compiles as before.
+
+    umap-learn imports pynndescent, whose 36 functions with declared signatures numba compiles
+    as they are defined: 14 s of a 16 s ``import umap`` on a fresh machine (its open issue
+    lmcinnes/pynndescent#111), for code our exact neighbours (:func:`_umap_knn`) never call.
+    Imported in here, they are defined uncompiled and kept in ``_DEFERRED``;
+    :func:`_compile_deferred` compiles each with its declared signatures and closes it to
+    others, exactly as at import, before a fit that searches with NN-descent (the same
+    neighbours and maps as an eager import, bit for bit: tests/test_sizes.py).
     """
     folder = numba_cache_dir()
     os.environ.setdefault("NUMBA_CACHE_DIR", folder)          # read when numba is first imported
     import numba
+    from numba.core import sigutils
 
     if not getattr(numba.config, "CACHE_DIR", ""):            # numba was imported before us
         numba.config.CACHE_DIR = folder
@@ -435,7 +449,17 @@ def numba_disk_cache() -> Iterator[None]:
     @functools.wraps(original)
     def njit(*args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("cache", True)
-        return original(*args, **kwargs)
+        if not args or not (isinstance(args[0], list) or sigutils.is_signature(args[0])):
+            return original(*args, **kwargs)
+        signatures = args[0] if isinstance(args[0], list) else [args[0]]
+
+        def decorate(func: Callable) -> Any:
+            if not func.__module__.startswith("pynndescent."):
+                return original(*args, **kwargs)(func)
+            dispatcher = original(*args[1:], **kwargs)(func)
+            _DEFERRED.append((dispatcher, signatures))
+            return dispatcher
+        return decorate
 
     njit._hidden_spaces_cached = True                        # type: ignore[attr-defined]
     numba.njit = njit
@@ -443,6 +467,16 @@ def numba_disk_cache() -> Iterator[None]:
         yield
     finally:
         numba.njit = original
+
+
+def _compile_deferred() -> None:
+    """Compile pynndescent's deferred functions as numba does at import (each with its declared
+    signatures, then no others): before umap-learn searches neighbours with NN-descent."""
+    while _DEFERRED:
+        dispatcher, signatures = _DEFERRED.pop(0)
+        for signature in signatures:
+            dispatcher.compile(signature)
+        dispatcher.disable_compile()
 
 
 def _umap(f: Features, cfg: UMAPConfig, seed: int, init: Optional[np.ndarray],
@@ -480,6 +514,8 @@ def _umap(f: Features, cfg: UMAPConfig, seed: int, init: Optional[np.ndarray],
             import umap
 
             knn = _umap_knn(data, k, cfg.metric)
+            if knn is None:                                  # umap-learn runs pynndescent's NN-descent
+                _compile_deferred()
             reducer = umap.UMAP(n_neighbors=k, min_dist=cfg.min_dist, metric=cfg.metric, n_components=d,
                                 n_epochs=cfg.n_epochs, init=start, random_state=seed, verbose=False,
                                 precomputed_knn=knn if knn is not None else (None, None, None))

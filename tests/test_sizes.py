@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,54 @@ def test_umap_compiles_into_the_on_disk_cache(tmp_path) -> None:
     assert any(name.startswith("layouts.") for name in files), files[:20]    # umap/layouts.py: not cache=True upstream
     second = subprocess.run([sys.executable, "-c", _FIT], env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0 and second.stdout == first.stdout
+
+
+_DISPATCHERS = """
+import json, sys, numba
+from numba.core.dispatcher import Dispatcher
+
+def state():
+    return {f"{obj.py_func.__module__}.{obj.py_func.__name__}": [sorted(str(s) for s in obj.signatures),
+                                                                 obj._can_compile]
+            for name, module in sorted(sys.modules.items()) if name.startswith("pynndescent.")
+            for obj in vars(module).values() if isinstance(obj, Dispatcher)}
+"""
+
+_EAGER = _DISPATCHERS + """
+import umap                                                  # numba compiles as pynndescent declares
+print(json.dumps(state()))
+"""
+
+_DEFERRED = _DISPATCHERS + """
+import numpy as np
+from pipeline import reducers
+x = np.random.default_rng(0).normal(size=(300, 8))
+reducers.embed(x, "umap", seed=0, n_neighbors=5, n_epochs=20)              # exact neighbours
+deferred = {f"{d.py_func.__module__}.{d.py_func.__name__}" for d, _ in reducers._DEFERRED}
+untouched = all(not d.signatures for d, _ in reducers._DEFERRED)
+reducers._compile_deferred()                                 # what a fit with NN-descent does first
+print(json.dumps({"deferred": sorted(deferred), "untouched": untouched, "state": state()}))
+"""
+
+
+@pytest.mark.slow
+def test_pynndescent_is_compiled_only_for_nn_descent_and_then_as_at_import() -> None:
+    """umap-learn's import compiles pynndescent's declared-signature functions (13 of 16 s on a
+    fresh machine) that exact neighbours never call: they are deferred, a fit with exact
+    neighbours compiles none of them, and before NN-descent each is compiled with exactly the
+    signatures an ordinary import gives it, closed to others (so the same overloads run)."""
+    from pipeline.reducers import numba_cache_dir
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": numba_cache_dir()}    # the suite's, shared
+    eager = subprocess.run([sys.executable, "-c", _EAGER], env=env, capture_output=True, text=True, timeout=600)
+    assert eager.returncode == 0, eager.stderr
+    deferred = subprocess.run([sys.executable, "-c", _DEFERRED], env=env, capture_output=True, text=True, timeout=600)
+    assert deferred.returncode == 0, deferred.stderr
+    expected, got = json.loads(eager.stdout), json.loads(deferred.stdout)
+    declared = {name for name, (signatures, can_compile) in expected.items() if not can_compile}
+    assert len(declared) >= 20 and set(got["deferred"]) == declared          # every one, and only those
+    assert got["untouched"]
+    assert got["state"] == expected
 
 
 def test_numba_cache_dir_defaults_to_the_user_cache(monkeypatch, tmp_path) -> None:
