@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.stages import export as ex
-from tests.conftest import run_cli, run_in_process, write_params
+from tests.conftest import REPO, run_cli, run_in_process, write_params
 
 
 def _normalised_test_split(ws: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +60,13 @@ def test_export_matches_pytorch_on_the_test_split(staged_ws: Path):
         assert 0.0 <= metrics[fmt]["max_abs_diff"] < 1e-3
     assert metrics["onnx"]["max_abs_diff"] == pytest.approx(float(np.abs(onnx_out - reference).max()), abs=1e-6)
     assert "max |difference|" in proc.stderr
+
+    # the same bytes wherever the project and torch live: no trace call stacks with absolute paths
+    with zipfile.ZipFile(out / info["files"]["torchscript"]) as archive:
+        contents = b"".join(archive.read(entry) for entry in archive.infolist())
+    for place in (REPO, Path(torch.__file__).parent):
+        assert str(place).encode() not in contents
+        assert str(place).encode() not in (out / info["files"]["onnx"]).read_bytes()
 
 
 def test_compare_outputs_counts_mismatches():

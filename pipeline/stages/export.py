@@ -88,13 +88,25 @@ def export_torchscript(model: Network, example: torch.Tensor, path: Path) -> Non
 
     Saved into memory, then written: given a file name, torch.jit.save names the archive's top
     folder after the (temporary, random) file, so the same model would give other bytes every run;
-    into a buffer the folder is always ``archive``."""
+    into a buffer the folder is always ``archive``. The trace's debug records (``*.debug_pkl``: the
+    Python call stack of every traced operation, with the absolute paths of this checkout and of
+    torch's install) are left out, then the archive is loaded and saved again, so its bytes (and
+    torch's content-derived ``serialization_id``) are the same wherever the project lives. They
+    only serve TorchScript's own error messages; the archive loads and runs without them."""
     import io
+    import zipfile
 
-    buffer = io.BytesIO()
+    traced_bytes = io.BytesIO()
     with _quiet_exporters():
-        traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, buffer)
+        torch.jit.save(torch.jit.trace(model, example, check_trace=False), traced_bytes)
+    stripped = io.BytesIO()
+    with zipfile.ZipFile(traced_bytes) as full, zipfile.ZipFile(stripped, "w", zipfile.ZIP_STORED) as out:
+        for entry in full.infolist():
+            if not entry.filename.endswith(".debug_pkl"):
+                out.writestr(entry, full.read(entry))
+    stripped.seek(0)
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.load(stripped), buffer)
     artifacts.write_bytes(path, buffer.getvalue())
 
 
