@@ -153,7 +153,8 @@ def _whole_maps(inp: Inputs, names: list[str], row: int) -> dict[str, np.ndarray
     sinks = {name: np.zeros((1, int(np.prod(module_shape))), np.float32) for name, module_shape in
              ((n, next(r.get("map_shape") for r in inp.index["layers"] if r["name"] == n)) for n in names)}
     image = torch.from_numpy(np.ascontiguousarray(inp.pixels[row:row + 1]))
-    record_activations(inp.model, image, normalizer(inp.info["mean"], inp.info["std"], "cpu"), pairs, sinks)
+    record_activations(inp.model, image, normalizer(inp.info["mean"], inp.info["std"], "cpu"), pairs, sinks,
+                       desc="render: feature maps")
     return {name: sink[0] for name, sink in sinks.items()}
 
 
