@@ -40,7 +40,7 @@ from pipeline.config import DataConfig
 from pipeline.errors import ConfigError, UserError
 
 __all__ = [
-    "Prepared", "LOADERS", "fetch", "save_prepared", "load_prepared", "stratified_subset",
+    "Prepared", "LOADERS", "fetch", "save_prepared", "load_prepared", "stratified_indices", "stratified_subset",
     "stratified_split", "digits_to_mnist_size", "check_idx", "load_info", "SPLITS", "split_arrays",
     "split_images",
 ]
@@ -68,27 +68,70 @@ class Prepared:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def stratified_indices(labels: np.ndarray, n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows) of ``labels``, both sorted: a seeded, class-stratified choice of
+    ``n_train`` and ``n_test`` rows (``n_train + n_test <= len(labels)``).
+
+    The rows scikit-learn's ``train_test_split(..., stratify=labels, random_state=seed)`` picks
+    (its StratifiedShuffleSplit, BSD-3), chosen the same way and therefore the same: each class
+    gets its share of the draws rounded down, the rows left over go to the classes with the
+    largest remainders (ties broken by the seeded generator), then each class's rows are shuffled
+    and cut. Written here rather than imported: scikit-learn's import took 1.1 s of each fetch and
+    train (tests/test_datasets.py compares the two on random label sets). Classes with fewer
+    than two rows, or fewer draws than classes, raise ValueError as scikit-learn does."""
+    labels = np.asarray(labels)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError(f"The least populated classes in y have only 1 member, which is too few. The minimum "
+                         f"number of groups for any class cannot be less than 2. Classes with too few members "
+                         f"are: {classes[counts < 2].tolist()}")
+    for name, n in (("train_size", n_train), ("test_size", n_test)):
+        if n < len(classes):
+            raise ValueError(f"The {name} = {n} should be greater or equal to the number of classes = {len(classes)}")
+    members = np.split(np.argsort(inverse.reshape(-1), kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    train_share = _apportion(counts, n_train, rng)
+    test_share = _apportion(counts - train_share, n_test, rng)
+    train, test = [], []
+    for rows, count, n_tr, n_te in zip(members, counts, train_share, test_share):
+        shuffled = rows[rng.permutation(count)]
+        train.append(shuffled[:n_tr])
+        test.append(shuffled[n_tr:n_tr + n_te])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _apportion(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """``n_draws`` split over classes of ``counts`` rows in proportion: shares rounded down, then one
+    more for the largest remainders, equal remainders drawn at random (``rng``), until they sum up."""
+    exact = counts / counts.sum() * n_draws
+    share = np.floor(exact)
+    missing = int(n_draws - share.sum())
+    remainder = exact - share
+    for value in np.sort(np.unique(remainder))[::-1]:
+        if missing <= 0:
+            break
+        (tied,) = np.where(remainder == value)
+        take = min(len(tied), missing)
+        share[rng.choice(tied, size=take, replace=False)] += 1
+        missing -= take
+    return share.astype(int)
+
+
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Sorted indices of a seeded, class-stratified subset of size ``min(n, len(labels))``."""
     labels = np.asarray(labels)
     if n >= len(labels):
         return np.arange(len(labels))
-    from sklearn.model_selection import train_test_split
-
-    idx, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
-    return np.sort(idx)
+    return stratified_indices(labels, n, len(labels) - n, seed)[0]
 
 
 def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split into (train indices, test indices), test of size ``n_test``."""
-    from sklearn.model_selection import train_test_split
-
     # At least 10 training images, so every class of a 10-class set can appear in both parts.
     if n_test > len(labels) - 10:
         raise ConfigError(f"data.n_test = {n_test} leaves too few training images out of {len(labels)}; "
                         f"use at most {len(labels) - 10}")
-    tr, te = train_test_split(np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=seed)
-    return np.sort(tr), np.sort(te)
+    return stratified_indices(labels, len(labels) - n_test, n_test, seed)
 
 
 def _split_embedded(images: np.ndarray, labels: np.ndarray, classes: list[str], source: str,

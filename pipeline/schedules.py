@@ -63,9 +63,9 @@ def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     counts = np.bincount(labels) if n else np.zeros(0, dtype=np.int64)
     present = counts[counts > 0]
     if len(present) and present.min() >= 2 and len(present) <= n_val <= n - len(present):
-        from sklearn.model_selection import train_test_split
+        from pipeline.datasets import stratified_indices
 
-        train, val = train_test_split(np.arange(n), test_size=n_val, stratify=labels, random_state=seed)
+        train, val = stratified_indices(labels, n - n_val, n_val, seed)
     else:
         order = np.random.default_rng(seed).permutation(n)
         train, val = order[n_val:], order[:n_val]

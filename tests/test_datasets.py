@@ -21,7 +21,8 @@ import pytest
 
 from pipeline import config, datasets
 from pipeline.config import DataConfig
-from pipeline.datasets import LOADERS, check_idx, digits_to_mnist_size, fetch, stratified_split
+from pipeline.datasets import (LOADERS, check_idx, digits_to_mnist_size, fetch, stratified_indices,
+                               stratified_split, stratified_subset)
 from pipeline.errors import UserError
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -240,6 +241,48 @@ def test_split_refuses_a_test_part_that_leaves_no_training_data():
         fetch(DataConfig(dataset="digits", n_test=1790))
     tr, te = stratified_split(np.repeat(np.arange(10), 10), 90, seed=0)
     assert len(tr) == 10 and len(te) == 90 and not set(tr) & set(te)
+
+
+def test_stratified_splits_pick_the_rows_scikit_learn_picks():
+    """datasets.stratified_indices follows scikit-learn's StratifiedShuffleSplit (imported there,
+    its import cost a second per fetch and train): the same rows for the three ways the pipeline
+    splits (the test part, a training cap, the validation share), on random label sets with
+    balanced, skewed and tied class counts; and the same refusals."""
+    from sklearn.model_selection import train_test_split
+
+    from pipeline.schedules import validation_split
+
+    rng = np.random.default_rng(0)
+    for case in range(150):
+        n_classes = int(rng.integers(2, 13))
+        weights = rng.dirichlet(np.full(n_classes, 0.5 if case % 3 == 0 else 20.0))
+        n = int(rng.integers(4 * n_classes, 1500))
+        labels = rng.choice(n_classes, size=n, p=weights) + int(rng.integers(0, 3))    # labels need not start at 0
+        labels[:2 * n_classes] = np.repeat(np.arange(n_classes), 2) + labels.min()    # two of every class at least
+        seed = int(rng.integers(0, 2 ** 31))
+        n_part = int(rng.integers(n_classes, n - n_classes + 1))
+        rows = np.arange(n)
+        train, test = train_test_split(rows, test_size=n_part, stratify=labels, random_state=seed)
+        got_train, got_test = stratified_indices(labels, n - n_part, n_part, seed)
+        np.testing.assert_array_equal(got_train, np.sort(train))
+        np.testing.assert_array_equal(got_test, np.sort(test))
+        if n_part <= n - 10:
+            np.testing.assert_array_equal(stratified_split(labels, n_part, seed)[1], np.sort(test))
+        capped, _ = train_test_split(rows, train_size=n_part, stratify=labels, random_state=seed)
+        np.testing.assert_array_equal(stratified_subset(labels, n_part, seed), np.sort(capped))
+        fraction = n_part / n
+        n_val = max(1, int(round(fraction * n)))
+        if n_classes <= n_val <= n - n_classes:
+            _, val = train_test_split(rows, test_size=n_val, stratify=labels, random_state=seed)
+            np.testing.assert_array_equal(validation_split(labels, fraction, seed)[1], np.sort(val))
+    for labels, n_train, n_test in ((np.array([0, 0, 1, 1, 2]), 2, 2), (np.repeat(np.arange(4), 3), 3, 6),
+                                    (np.repeat(np.arange(4), 3), 6, 3)):
+        with pytest.raises(ValueError) as ours:
+            stratified_indices(labels, n_train, n_test, 0)
+        with pytest.raises(ValueError) as theirs:
+            train_test_split(np.arange(len(labels)), train_size=n_train, test_size=n_test, stratify=labels,
+                             random_state=0)
+        assert str(ours.value) == str(theirs.value)
 
 
 # --------------------------------------------------------------------------------------------
