@@ -152,8 +152,22 @@ class Browser:
         """PNG of the page (the whole document where ``full_page``), saved under ARTIFACTS."""
         import base64
 
-        shot = self.driver.execute_cdp_cmd("Page.captureScreenshot",
-                                           {"format": "png", "captureBeyondViewport": full_page})
+        from selenium.common.exceptions import WebDriverException
+
+        for attempt in range(3):
+            self.wait_for("return document.readyState === 'complete'")
+            try:
+                shot = self.driver.execute_cdp_cmd("Page.captureScreenshot",
+                                                   {"format": "png", "captureBeyondViewport": full_page})
+                break
+            except WebDriverException as exc:
+                # A fresh Chromium on a fresh machine once swapped the page's target right after
+                # the load event ("timeout from aborted by navigation: Not attached to an active
+                # page"), failing the session's first capture; the page itself was fine. Again, on
+                # the page as it now is; any other fault is raised at once.
+                if attempt == 2 or "navigation" not in str(exc):
+                    raise
+                time.sleep(1.0)
         png = base64.b64decode(shot["data"])
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
