@@ -106,7 +106,8 @@ def export_torchscript(model: Network, example: torch.Tensor, path: Path) -> Non
                 out.writestr(entry, full.read(entry))
     stripped.seek(0)
     buffer = io.BytesIO()
-    torch.jit.save(torch.jit.load(stripped), buffer)
+    with _quiet_exporters():
+        torch.jit.save(torch.jit.load(stripped), buffer)
     artifacts.write_bytes(path, buffer.getvalue())
 
 
