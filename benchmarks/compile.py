@@ -25,7 +25,6 @@ import io
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 

@@ -16,6 +16,7 @@ not the pipeline's). Per-stage seconds come from the moments dvc prints its line
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,7 +105,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.add_argument("--sequential", action="store_true",
                        help="the two first runs one after the other, each alone (default: at the same time)")
     args = cli(__doc__, add, argv)
-    tmp = Path(args.keep or tempfile.mkdtemp(prefix="hs-first-"))
+    if args.keep:
+        return _compare(args, Path(args.keep))
+    tmp = Path(tempfile.mkdtemp(prefix="hs-first-"))
+    try:                                # two repositories, their DVC caches and outputs: 0.6 GB
+        return _compare(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _compare(args: Any, tmp: Path) -> dict[str, Any]:
     repos = {"old": clone(args.old.resolve(), tmp / "old"), "new": clone(REPO, tmp / "new")}
     caches = {name: tmp / f"cache-{name}" for name in repos}
     result: dict[str, Any] = {"machine": machine(), "load_start": load_average(), "old": str(args.old)}

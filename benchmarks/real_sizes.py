@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -221,11 +220,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        help="run old's processes of a stage group, then new's, rather than all at once (each "
                             "then has every core, as in a `dvc repro`; a group `a+b` still runs a and b together)")
     args = cli(__doc__, add, argv)
-    if args.big:
-        return big(args)
-    if args.old is None:
+    if not args.big and args.old is None:
         raise SystemExit("give --old CHECKOUT (e.g. `git worktree add --detach ../baseline <commit>`) or --big")
-    return compare(args)
+    if args.keep:
+        return big(args) if args.big else compare(args)
+    args.keep = Path(tempfile.mkdtemp(prefix="hs-big-" if args.big else "hs-real-"))
+    try:                                # the workspaces' activations and maps: several GB
+        return big(args) if args.big else compare(args)
+    finally:
+        shutil.rmtree(args.keep, ignore_errors=True)
 
 
 if __name__ == "__main__":
