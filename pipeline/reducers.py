@@ -427,7 +427,7 @@ def numba_disk_cache() -> Iterator[None]:
     timestamps and recompiles what changed). What cannot be cached (closures) compiles as before.
 
     umap-learn imports pynndescent, whose 36 functions with declared signatures numba compiles
-    as they are defined: 14 s of a 16 s ``import umap`` on a fresh machine (its open issue
+    as they are defined: 12 s of a 16 s ``import umap`` on a fresh machine (its open issue
     lmcinnes/pynndescent#111), for code our exact neighbours (:func:`_umap_knn`) never call.
     Imported in here, they are defined uncompiled and kept in ``_DEFERRED``;
     :func:`_compile_deferred` compiles each with its declared signatures and closes it to

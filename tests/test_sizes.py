@@ -63,7 +63,7 @@ print(json.dumps({"deferred": sorted(deferred), "untouched": untouched, "state":
 
 @pytest.mark.slow
 def test_pynndescent_is_compiled_only_for_nn_descent_and_then_as_at_import() -> None:
-    """umap-learn's import compiles pynndescent's declared-signature functions (13 of 16 s on a
+    """umap-learn's import compiles pynndescent's declared-signature functions (12 of 16 s on a
     fresh machine) that exact neighbours never call: they are deferred, a fit with exact
     neighbours compiles none of them, and before NN-descent each is compiled with exactly the
     signatures an ordinary import gives it, closed to others (so the same overloads run)."""
