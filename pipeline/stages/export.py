@@ -96,17 +96,14 @@ def export_torchscript(model: Network, example: torch.Tensor, path: Path) -> Non
     import io
     import zipfile
 
-    traced_bytes = io.BytesIO()
+    traced, stripped, buffer = io.BytesIO(), io.BytesIO(), io.BytesIO()
     with _quiet_exporters():
-        torch.jit.save(torch.jit.trace(model, example, check_trace=False), traced_bytes)
-    stripped = io.BytesIO()
-    with zipfile.ZipFile(traced_bytes) as full, zipfile.ZipFile(stripped, "w", zipfile.ZIP_STORED) as out:
-        for entry in full.infolist():
-            if not entry.filename.endswith(".debug_pkl"):
-                out.writestr(entry, full.read(entry))
-    stripped.seek(0)
-    buffer = io.BytesIO()
-    with _quiet_exporters():
+        torch.jit.save(torch.jit.trace(model, example, check_trace=False), traced)
+        with zipfile.ZipFile(traced) as full, zipfile.ZipFile(stripped, "w", zipfile.ZIP_STORED) as out:
+            for entry in full.infolist():
+                if not entry.filename.endswith(".debug_pkl"):
+                    out.writestr(entry, full.read(entry))
+        stripped.seek(0)
         torch.jit.save(torch.jit.load(stripped), buffer)
     artifacts.write_bytes(path, buffer.getvalue())
 
