@@ -15,7 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from pipeline.plots.common import axis_labels, class_colors, class_legend, draw_classes, method_label, new_figure
+from pipeline.plots.common import (axis_labels, class_colors, class_legend, draw_classes, hide_spines,
+                                   method_label, new_figure)
 
 __all__ = ["atlas_cells", "thumbnail_map", "dataset_montage"]
 
@@ -130,8 +131,7 @@ def dataset_montage(images: np.ndarray, labels: np.ndarray, classes: Sequence[st
             ax.imshow(mosaic(tiles, fill=1.0), interpolation="nearest", gid="montage-row")
         ax.set_xticks([])
         ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
+        hide_spines(ax)
         ax.set_ylabel(f"{classes[c]}\n({int(counts[c])})", rotation=0, ha="right", va="center",
                       fontsize=9, color=colors[c], fontweight="bold")
     more = f" (first {k} of {len(classes)} classes)" if k < len(classes) else ""

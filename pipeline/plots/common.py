@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 __all__ = [
-    "class_colors", "new_figure", "grid_shape", "display_images", "show_image", "hide_unused",
+    "class_colors", "new_figure", "grid_shape", "display_images", "show_image", "hide_unused", "hide_spines",
     "draw_classes", "class_centroids", "label_centroids", "class_legend", "marker_size", "marker_alpha",
     "symmetric_limit", "method_label", "axis_labels", "draw_order", "annotate_cells", "OUTLINE",
 ]
@@ -57,6 +57,12 @@ def grid_shape(n: int, max_cols: int = 5) -> tuple[int, int]:
 def hide_unused(axes: Sequence[Axes], used: int) -> None:
     for ax in list(axes)[used:]:
         ax.set_visible(False)
+
+
+def hide_spines(ax: Axes) -> None:
+    """No frame around ``ax``: a mosaic image with its own white gaps needs none."""
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def display_images(images: np.ndarray) -> np.ndarray:

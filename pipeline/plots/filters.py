@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.animation import FuncAnimation
 from matplotlib.figure import Figure
 
-from pipeline.plots.common import new_figure, symmetric_limit
+from pipeline.plots.common import hide_spines, new_figure, symmetric_limit
 from pipeline.plots.evolution import frame_title, pick_frames
 
 __all__ = ["filter_tiles", "filter_evolution_figure", "filter_evolution_animation", "shared_filter_limit", "mosaic"]
@@ -102,8 +102,7 @@ def _draw_block(fig, tiles: np.ndarray, vmax: float, label: str, *, row_labels: 
         artist = ax.imshow(image, interpolation="nearest", gid="filter-block")
     else:
         artist = ax.imshow(image, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest", gid="filter-block")
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    hide_spines(ax)
     if rows > 1:
         ax.set_xticks([c * (w + 1) + (w - 1) / 2 for c in range(cols)], col_labels, fontsize=6)
         ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)], row_labels, fontsize=6)

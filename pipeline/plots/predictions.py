@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.plots.common import annotate_cells, class_colors, new_figure, show_image, symmetric_limit
+from pipeline.plots.common import annotate_cells, class_colors, hide_spines, new_figure, show_image, symmetric_limit
 
 __all__ = ["FeatureMaps", "DenseCase", "MapsCase", "feature_maps_figure", "feature_maps_comparison",
            "dense_activations_figure", "confusion_matrix", "confusion_figure", "pick_cases", "dense_grid_width"]
@@ -94,8 +94,7 @@ def feature_maps_figure(image: np.ndarray, layers: Sequence[FeatureMaps], *, cap
         ax.set_xticks([c + w / unit / 2 for c in named], [f"ch {c}" for c in named], fontsize=7)
         ax.tick_params(length=0, pad=2, labeltop=True, labelbottom=False)
         ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
+        hide_spines(ax)
         cax = fig.add_subplot(grid[r, 3])
         cb = fig.colorbar(artist, cax=cax)
         cb.ax.tick_params(labelsize=7)
@@ -168,8 +167,7 @@ def feature_maps_comparison(cases: Sequence[MapsCase], *, max_channels: int = 16
                 ax.tick_params(length=0, pad=1, labeltop=True, labelbottom=False)
             else:
                 ax.set_xticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            hide_spines(ax)
         cax = fig.add_subplot(grid[first:first + n_cases, 3])
         fig.colorbar(artist, cax=cax).ax.tick_params(labelsize=7)
     fig.suptitle("Feature maps, layer by layer, one row per image (one colour scale per layer)\n"

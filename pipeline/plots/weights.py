@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from pipeline.plots.common import annotate_cells, grid_shape, hide_unused, new_figure, symmetric_limit
+from pipeline.plots.common import annotate_cells, grid_shape, hide_spines, hide_unused, new_figure, symmetric_limit
 from pipeline.redundancy import filter_correlations, redundant_pairs
 
 __all__ = ["filter_montage", "conv_weights_grid", "weight_images", "filter_correlations", "redundant_pairs",
@@ -69,8 +69,7 @@ def filter_montage(weights: np.ndarray, *, layer: str, max_filters: int = 64, ma
         r, k = divmod(i, cols)
         ax.text(k * (kw + 1) + (kw - 1) / 2, r * (kh + 1) - 0.55, f"#{i}", ha="center", va="bottom", fontsize=8)
     _no_ticks(ax)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    hide_spines(ax)
     shown = f" (first {n} of {n_all})" if n < n_all else ""
     chan = "" if c in (1, 3) else f", mean over {c} input channels"
     fig.suptitle(f"{layer}: {n_all} filters of {kh}x{kw}{shown}{chan}", fontsize=11)
@@ -107,8 +106,7 @@ def conv_weights_grid(weights: np.ndarray, *, layer: str, max_rows: int = 16, ma
     ax.set_yticks([r * (kh + 1) + (kh - 1) / 2 for r in range(rows)], [f"out {r}" for r in range(rows)], fontsize=8)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    hide_spines(ax)
     cap = []
     if f_out > rows:
         cap.append(f"first {rows} of {f_out} filters")
