@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 __all__ = ["resolve_device", "seed_everything", "progress", "normalizer", "normalized_batches", "log", "limit_threads",
-           "ThreadLimit", "usable_cpus", "worker_processes", "run_jobs", "one_thread", "layer_workers",
+           "ThreadLimit", "usable_cpus", "worker_processes", "run_jobs", "one_thread", "layer_workers", "job_threads",
            "collect_jobs", "PARALLEL_FROM",
            "SINGLE_THREAD_BELOW", "THREAD_VARIABLES", "WORKERS_VARIABLE"]
 
@@ -101,11 +101,18 @@ def layer_workers(n_jobs: int, n_points: int) -> int:
     thread each, in a worker or in the stage's process (:func:`one_thread`: the same numbers for
     any number of workers), a single layer gets every core (:func:`limit_threads`); returns the
     worker processes wanted (:func:`worker_processes`, none below :data:`PARALLEL_FROM` points)."""
-    if n_jobs > 1:
+    if job_threads(n_jobs) == 1:
         one_thread()
     else:
         limit_threads(n_points)                  # small inputs: one thread is faster
     return worker_processes(n_jobs, per_worker=2, worth_it=n_points >= PARALLEL_FROM)
+
+
+def job_threads(n_jobs: int) -> int | None:
+    """Threads of each job's own thread pools (t-SNE's ``n_jobs``) in a stage of one job per layer,
+    by the rule of :func:`layer_workers`: 1 when there are several layers, None (the process's,
+    by input size) for a single one."""
+    return 1 if n_jobs > 1 else None
 
 
 def collect_jobs(function: Any, jobs: Sequence[Any], names: Sequence[str], *, workers: int, desc: str) -> dict[str, Any]:

@@ -70,9 +70,14 @@ class Browser:
     """One headless Chromium (selenium webdriver) with console and network logs."""
 
     def __init__(self, binary: str, driver_path: str):
+        self._found = (binary, driver_path)
+        self._start()
+
+    def _start(self) -> None:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
+        binary, driver_path = self._found
         self.profile = Path(tempfile.mkdtemp(prefix="hs-chromium-"))
         options = webdriver.ChromeOptions()
         options.binary_location = binary
@@ -181,6 +186,12 @@ class Browser:
         finally:
             shutil.rmtree(self.profile, ignore_errors=True)
 
+    def restart(self) -> None:
+        """A new Chromium in place of this one (whose driver no longer answers)."""
+        with contextlib.suppress(Exception):
+            self.quit()
+        self._start()
+
 
 def _packed_rgb(png: bytes):
     """Pixels of a PNG as one int per pixel (0xRRGGBB)."""
@@ -225,12 +236,26 @@ def chromium() -> Iterator[Browser]:
         browser.quit()
 
 
+def ready(browser: Browser) -> Browser:
+    """``browser`` reset (:meth:`Browser.reset`); a new Chromium in its place if this one no longer
+    answers (seen once in a whole run: the reset before a test failed), so one broken browser does
+    not fail every test after it. Any fault counts (a crashed tab raises selenium's
+    WebDriverException, a driver that exited a connection error); a new browser that fails too
+    raises."""
+    try:
+        browser.reset()
+    except Exception:
+        browser.restart()
+        browser.reset()
+    return browser
+
+
 @pytest.fixture
 def browser(chromium: Browser) -> Iterator[Browser]:
     """The session's Chromium on a blank page with empty console and network logs; left on a blank
     page again after the test, since a page left open keeps drawing (a WebGL canvas redrawn by
-    software, a page polling a stopped server): seen using 0.8 of a core for the rest of a run."""
-    chromium.reset()
-    yield chromium
-    with contextlib.suppress(Exception):        # a browser that broke fails the next test's reset
+    software, a page polling a stopped server): seen using 0.8 of a core for the rest of a run.
+    A Chromium that no longer answers is replaced (:func:`ready`)."""
+    yield ready(chromium)
+    with contextlib.suppress(Exception):        # a browser that broke is replaced at the next reset
         chromium.driver.get("about:blank")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.browser import distinct_colours, nonblank_fraction
+from tests.browser import distinct_colours, nonblank_fraction, ready
 
 CLEAN = """<!doctype html><html><body style="margin:0;background:#fff">
 <canvas id="c" width="400" height="300"></canvas>
@@ -49,6 +49,20 @@ def test_blank_page_is_blank(browser, tmp_path: Path) -> None:
     page.write_text("<!doctype html><html><body style='background:#fff'></body></html>")
     browser.open(page)
     assert nonblank_fraction(browser.screenshot("fixture_blank")) == 0.0
+    assert browser.requests() == [page.resolve().as_uri()]
+
+
+def test_a_browser_that_no_longer_answers_is_replaced(browser, tmp_path: Path) -> None:
+    page = tmp_path / "clean.html"
+    page.write_text(CLEAN)
+    browser.open(page)
+    old_profile = browser.profile
+    browser.driver.quit()                           # the driver is gone: every command now fails
+    assert ready(browser) is browser
+    assert browser.profile != old_profile and not old_profile.exists()
+    assert browser.run("return document.URL") == "about:blank"
+    browser.open(page)
+    assert browser.console_errors() == []
     assert browser.requests() == [page.resolve().as_uri()]
 
 

@@ -72,7 +72,7 @@ class Revision:
         path = Path(path).as_posix()
         try:
             return self.fs.read_bytes(path)
-        except FileNotFoundError as exc:
+        except FileNotFoundError:
             if not required:
                 return None
             tracked = _exists(self.fs, path)

@@ -40,7 +40,7 @@ from pipeline.config import METHOD_NAMES, METHODS, Params
 from pipeline.errors import UsageError, UserError
 from pipeline.mapping import LayerJob, LayerMaps, map_layer
 from pipeline.reducers import check_config, fingerprint
-from pipeline.runtime import collect_jobs, layer_workers, log
+from pipeline.runtime import collect_jobs, job_threads, layer_workers, log
 
 __all__ = ["run", "points_columns"]
 
@@ -133,7 +133,7 @@ def run(params: Params, method: str) -> dict[str, Any]:
         # maps every layer on one thread, so the maps are the same for any number of workers, a
         # single layer (e.g. 70,000 points) gets every core (runtime.layer_workers)
         workers = memory.workers_that_fit("reduce", index, layer_workers(len(jobs), len(labels)))
-        threads = 1 if len(jobs) > 1 else None
+        threads = job_threads(len(jobs))
         d = options["n_components"]
         log(f"reduce {method}: {len(layer_names)} layers x {len(labels)} points -> {d}-D"
             + (f" ({workers} processes)" if workers > 1 else ""))
