@@ -5,12 +5,14 @@ empty caches; then this code's second run.
 
 Each tree's committed files (``git archive HEAD``, what a fresh clone holds) go into a new git
 repository with an empty DVC cache. Both run ``dvc repro`` at the same time (so both see the same
-machine load; ``--sequential``: one after the other, each alone, as a user runs it), each with empty caches of its own: ``XDG_CACHE_HOME`` (numba's compiled code,
-which this project keeps in ``hidden-spaces/numba`` there), ``MPLCONFIGDIR`` (matplotlib's font
-cache) and no ``__pycache__`` of the pipeline. Then the new copy runs ``dvc repro -f`` (every
-stage again, caches now warm): the first run's extra cost is what a fresh machine pays once.
-The virtualenv is the one running this script (installing torch and friends is download time,
-not the pipeline's). Per-stage seconds come from the moments dvc prints its lines, as in
+machine load; ``--sequential``: one after the other, each alone, as a user runs it), each with
+empty caches of its own: ``NUMBA_CACHE_DIR`` (numba's compiled code, the project's and every
+library's: numba otherwise keeps a library's next to its source in site-packages, where a fresh
+virtualenv has none), ``XDG_CACHE_HOME``, ``MPLCONFIGDIR`` (matplotlib's font cache) and no
+``__pycache__`` of the pipeline. Then the new copy runs ``dvc repro -f`` (every stage again,
+caches now warm): the first run's extra cost is what a fresh machine pays once. The virtualenv
+is the one running this script (installing torch and friends is download time, not the
+pipeline's). Per-stage seconds come from the moments dvc prints its lines, as in
 ``end_to_end.py``.
 """
 
@@ -74,9 +76,11 @@ def repro(repos: dict[str, Path], caches: dict[str, Path], args: list[str]) -> d
     threads = []
     for name, repo in repos.items():
         cache = caches[name]
-        env = bench_env(PYTHONUNBUFFERED="1", XDG_CACHE_HOME=str(cache / "xdg"), MPLCONFIGDIR=str(cache / "mpl"))
+        # NUMBA_CACHE_DIR too: without it numba caches a library's cache=True functions next to
+        # their source (site-packages/pynndescent/__pycache__), warm from every earlier run here
+        env = bench_env(PYTHONUNBUFFERED="1", XDG_CACHE_HOME=str(cache / "xdg"), MPLCONFIGDIR=str(cache / "mpl"),
+                        NUMBA_CACHE_DIR=str(cache / "numba"))
         env.pop("PYTHONPATH")                       # the copy's own pipeline/ package, as a user has it
-        env.pop("NUMBA_CACHE_DIR", None)
         lines[name] = []
         procs[name] = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *args], cwd=repo, env=env, text=True,
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)

@@ -319,15 +319,20 @@ def _tsne(f: Features, cfg: TSNEConfig, seed: int, init: Optional[np.ndarray],
     used: dict[str, Any] = {"backend": cfg.backend, "gradient_method": method, "n_components": d,
                             "perplexity": round(perplexity, 4), "learning_rate": lr, "init": init_kind}
     if cfg.backend == "opentsne":
-        from openTSNE import TSNE
+        # openTSNE imports pynndescent to learn whether it is installed, whichever neighbours it
+        # then uses (Annoy or exact for our dense Euclidean features, never NN-descent): under
+        # numba_disk_cache its declared-signature functions are not compiled (15 s of CPU in each
+        # worker of a fresh machine's first t-SNE stage)
+        with numba_disk_cache():
+            from openTSNE import TSNE
 
-        # exact neighbours (scikit-learn, BLAS) are 3-4x faster than openTSNE's default Annoy
-        # index from 1,000 to 10,000 points (measured: 0.09 vs 0.32 s, 1.3 vs 4.8 s), and exact
-        tsne = TSNE(n_components=d, perplexity=perplexity, learning_rate=lr,
-                    early_exaggeration_iter=cfg.early_exaggeration_iter, n_iter=cfg.n_iter,
-                    negative_gradient_method=method, initialization=start, random_state=seed,
-                    neighbors="exact" if n <= EXACT_KNN_MAX else "auto", n_jobs=n_jobs, verbose=False)
-        coords = np.asarray(tsne.fit(f.pcs))
+            # exact neighbours (scikit-learn, BLAS) are 3-4x faster than openTSNE's default Annoy
+            # index from 1,000 to 10,000 points (measured: 0.09 vs 0.32 s, 1.3 vs 4.8 s), and exact
+            tsne = TSNE(n_components=d, perplexity=perplexity, learning_rate=lr,
+                        early_exaggeration_iter=cfg.early_exaggeration_iter, n_iter=cfg.n_iter,
+                        negative_gradient_method=method, initialization=start, random_state=seed,
+                        neighbors="exact" if n <= EXACT_KNN_MAX else "auto", n_jobs=n_jobs, verbose=False)
+            coords = np.asarray(tsne.fit(f.pcs))
         used.update(early_exaggeration_iter=cfg.early_exaggeration_iter, n_iter=cfg.n_iter)
     elif cfg.backend == "cuml":
         coords = _tsne_cuml(f, cfg, seed, perplexity, method, init_kind, used, notes)
@@ -428,7 +433,8 @@ def numba_disk_cache() -> Iterator[None]:
 
     umap-learn imports pynndescent, whose 36 functions with declared signatures numba compiles
     as they are defined: 12 s of a 16 s ``import umap`` on a fresh machine (its open issue
-    lmcinnes/pynndescent#111), for code our exact neighbours (:func:`_umap_knn`) never call.
+    lmcinnes/pynndescent#111), for code our exact neighbours (:func:`_umap_knn`) never call;
+    openTSNE imports it in every fit, only to learn whether it is installed.
     Imported in here, they are defined uncompiled and kept in ``_DEFERRED``;
     :func:`_compile_deferred` compiles each with its declared signatures and closes it to
     others, exactly as at import, before a fit that searches with NN-descent (the same

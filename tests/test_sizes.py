@@ -61,6 +61,30 @@ print(json.dumps({"deferred": sorted(deferred), "untouched": untouched, "state":
 """
 
 
+_TSNE = _DISPATCHERS + """
+import numpy as np
+from pipeline import reducers
+x = np.random.default_rng(0).normal(size=(300, 8))
+reducers.embed(x, "tsne", seed=0, early_exaggeration_iter=10, n_iter=20)    # openTSNE, exact neighbours
+# numba compiles a function with declared signatures and closes it to others (_can_compile False)
+print(json.dumps({"imported": "pynndescent" in sys.modules,
+                  "declared_compiled": sorted(name for name, (_, can_compile) in state().items() if not can_compile)}))
+"""
+
+
+def test_tsne_compiles_none_of_pynndescent() -> None:
+    """openTSNE imports pynndescent during every fit (to see whether it is installed), which
+    compiled pynndescent's declared-signature functions: 15 s per worker process on a fresh
+    machine. Under reducers.numba_disk_cache they are imported and left uncompiled."""
+    from pipeline.reducers import numba_cache_dir
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": numba_cache_dir()}    # the suite's, shared
+    run = subprocess.run([sys.executable, "-c", _TSNE], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    assert got == {"imported": True, "declared_compiled": []}
+
+
 @pytest.mark.slow
 def test_pynndescent_is_compiled_only_for_nn_descent_and_then_as_at_import() -> None:
     """umap-learn's import compiles pynndescent's declared-signature functions (12 of 16 s on a
