@@ -142,6 +142,18 @@ class Browser:
         """console.error calls, uncaught exceptions and failed loads (level SEVERE)."""
         return [entry["message"] for entry in self.console() if entry["level"] == "SEVERE"]
 
+    def console_errors_with(self, *parts: str, timeout: float = 10.0) -> list[str]:
+        """:meth:`console_errors` once each of ``parts`` is in one of them, or when ``timeout``
+        seconds have passed. For pages that must log errors: Chromium hands console entries to
+        the driver as events, and a clean-clone run once found none yet right after the load
+        event of a page whose inline script had logged two."""
+        deadline = time.monotonic() + timeout
+        while True:
+            errors = self.console_errors()
+            if all(any(part in e for e in errors) for part in parts) or time.monotonic() > deadline:
+                return errors
+            time.sleep(0.2)
+
     def requests(self) -> list[str]:
         """Every URL the page requested since the test began, in order."""
         self._drain()

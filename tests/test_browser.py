@@ -38,7 +38,7 @@ def test_broken_page_shows_errors_and_outside_requests(browser, tmp_path: Path) 
     page = tmp_path / "broken.html"
     page.write_text(BROKEN)
     browser.open(page)
-    errors = browser.console_errors()
+    errors = browser.console_errors_with("explicit error", "undefinedFunction")
     assert any("explicit error" in e for e in errors), errors
     assert any("undefinedFunction" in e for e in errors), errors
     assert browser.external_requests() == ["http://hidden-spaces.invalid/pixel.png"]
