@@ -321,8 +321,8 @@ def _tsne(f: Features, cfg: TSNEConfig, seed: int, init: Optional[np.ndarray],
     if cfg.backend == "opentsne":
         # openTSNE imports pynndescent to learn whether it is installed, whichever neighbours it
         # then uses (Annoy or exact for our dense Euclidean features, never NN-descent): under
-        # numba_disk_cache its declared-signature functions are not compiled (15 s of CPU in each
-        # worker of a fresh machine's first t-SNE stage)
+        # numba_disk_cache its declared-signature functions are not compiled (12 s of CPU in each
+        # worker of a fresh machine's first t-SNE stage: the stage took 24-26 s instead of 12-14)
         with numba_disk_cache():
             from openTSNE import TSNE
 

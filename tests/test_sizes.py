@@ -74,7 +74,7 @@ print(json.dumps({"imported": "pynndescent" in sys.modules,
 
 def test_tsne_compiles_none_of_pynndescent() -> None:
     """openTSNE imports pynndescent during every fit (to see whether it is installed), which
-    compiled pynndescent's declared-signature functions: 15 s per worker process on a fresh
+    compiled pynndescent's declared-signature functions: 12 s per worker process on a fresh
     machine. Under reducers.numba_disk_cache they are imported and left uncompiled."""
     from pipeline.reducers import numba_cache_dir
 
