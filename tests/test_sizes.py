@@ -11,6 +11,15 @@ import pytest
 
 from tests.conftest import REPO
 
+def _python(script: str, numba_cache: str) -> str:
+    """The output of ``script`` in a new interpreter with this checkout's pipeline and numba's
+    on-disk cache in ``numba_cache``; the test fails with its stderr if it fails."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": numba_cache}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
 _FIT = """
 import numpy as np
 from pipeline.reducers import embed
@@ -24,13 +33,10 @@ def test_umap_compiles_into_the_on_disk_cache(tmp_path) -> None:
     """The first process writes umap-learn's compiled functions (which umap-learn itself does not
     mark cache=True, e.g. its layout optimiser) into NUMBA_CACHE_DIR; a second gets the same map."""
     cache = tmp_path / "numba"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": str(cache)}
-    first = subprocess.run([sys.executable, "-c", _FIT], env=env, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr
+    first = _python(_FIT, str(cache))
     files = [p.name for p in cache.rglob("*.nbi")]
     assert any(name.startswith("layouts.") for name in files), files[:20]    # umap/layouts.py: not cache=True upstream
-    second = subprocess.run([sys.executable, "-c", _FIT], env=env, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0 and second.stdout == first.stdout
+    assert _python(_FIT, str(cache)) == first
 
 
 _DISPATCHERS = """
@@ -78,10 +84,7 @@ def test_tsne_compiles_none_of_pynndescent() -> None:
     machine. Under reducers.numba_disk_cache they are imported and left uncompiled."""
     from pipeline.reducers import numba_cache_dir
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": numba_cache_dir()}    # the suite's, shared
-    run = subprocess.run([sys.executable, "-c", _TSNE], env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr
-    got = json.loads(run.stdout)
+    got = json.loads(_python(_TSNE, numba_cache_dir()))                   # the suite's cache, shared
     assert got == {"imported": True, "declared_compiled": []}
 
 
@@ -93,12 +96,8 @@ def test_pynndescent_is_compiled_only_for_nn_descent_and_then_as_at_import() -> 
     signatures an ordinary import gives it, closed to others (so the same overloads run)."""
     from pipeline.reducers import numba_cache_dir
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": numba_cache_dir()}    # the suite's, shared
-    eager = subprocess.run([sys.executable, "-c", _EAGER], env=env, capture_output=True, text=True, timeout=600)
-    assert eager.returncode == 0, eager.stderr
-    deferred = subprocess.run([sys.executable, "-c", _DEFERRED], env=env, capture_output=True, text=True, timeout=600)
-    assert deferred.returncode == 0, deferred.stderr
-    expected, got = json.loads(eager.stdout), json.loads(deferred.stdout)
+    cache = numba_cache_dir()                                    # the suite's, shared
+    expected, got = json.loads(_python(_EAGER, cache)), json.loads(_python(_DEFERRED, cache))
     declared = {name for name, (signatures, can_compile) in expected.items() if not can_compile}
     assert len(declared) >= 20 and set(got["deferred"]) == declared          # every one, and only those
     assert got["untouched"]
