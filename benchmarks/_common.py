@@ -8,14 +8,17 @@ RESULTS.md. Nothing here asserts a speed: scripts print ratios measured side by 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -70,6 +73,20 @@ def versions() -> dict[str, str]:
 def python_bin() -> str:
     """The interpreter running the benchmarks (its venv's bin holds dvc too)."""
     return sys.executable
+
+
+@contextlib.contextmanager
+def workspace(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """``keep`` when given (left in place for a later look or run), else a new temporary folder
+    named ``prefix...``, deleted afterwards: benchmark workspaces hold up to several GB."""
+    if keep:
+        yield Path(keep)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench_env(**extra: str) -> dict[str, str]:

@@ -22,13 +22,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, bench_env, cli, load_average, machine, run_checked, write_json  # noqa: E402
+from _common import REPO, bench_env, cli, load_average, machine, run_checked, workspace, write_json  # noqa: E402
 from end_to_end import _LOCK, _RUNNING  # noqa: E402
 
 
@@ -106,7 +105,7 @@ def repro(repos: dict[str, Path], caches: dict[str, Path], args: list[str]) -> d
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     def add(p):
         p.add_argument("--old", type=Path, required=True, help="checkout of the code to compare against")
-        p.add_argument("--keep", type=Path, help="folder for the two repositories and their caches")
+        p.add_argument("--keep", type=Path, help="folder for the two repositories and their caches (with --rounds, the last round's)")
         p.add_argument("--sequential", action="store_true",
                        help="the two first runs one after the other, each alone (default: at the same time)")
         p.add_argument("--rounds", type=int, default=1,
@@ -114,19 +113,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             "empty caches, the order alternating (old-new, new-old, ...); the ratio reported "
                             "is the median of the pairs' ratios (the machine's speed drifts between runs)")
     args = cli(__doc__, add, argv)
-    if args.keep:
-        return _compare(args, Path(args.keep))
-    tmp = Path(tempfile.mkdtemp(prefix="hs-first-"))
-    try:                                # two repositories, their DVC caches and outputs: 0.6 GB
+    with workspace(args.keep, "hs-first-") as tmp:     # two repositories, their caches and outputs: 0.6 GB
         return _compare(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fresh(args: Any, folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     """Both trees in new repositories under ``folder``, each with empty caches of its own."""
     repos = {"old": clone(args.old.resolve(), folder / "old"), "new": clone(REPO, folder / "new")}
     return repos, {name: folder / f"cache-{name}" for name in repos}
+
+
+def _ratio(pair: dict[str, Any]) -> float:
+    """old / new seconds of one pair of first runs."""
+    return pair["old"]["seconds"] / pair["new"]["seconds"]
 
 
 def _compare(args: Any, tmp: Path) -> dict[str, Any]:
@@ -146,12 +145,12 @@ def _compare(args: Any, tmp: Path) -> dict[str, Any]:
         pairs.append(first)
         if rounds > 1:
             print(f"round {r + 1}/{rounds} ({' then '.join(order)}): old {first['old']['seconds']:.1f} s, "
-                  f"new {first['new']['seconds']:.1f} s, {first['old']['seconds'] / first['new']['seconds']:.2f}x",
+                  f"new {first['new']['seconds']:.1f} s, {_ratio(first):.2f}x",
                   flush=True)
-    ratios = sorted(p["old"]["seconds"] / p["new"]["seconds"] for p in pairs)
+    ratios = sorted(map(_ratio, pairs))
     median = statistics.median(ratios)
     # the table shows the pair whose ratio is nearest the median
-    first = min(pairs, key=lambda p: abs(p["old"]["seconds"] / p["new"]["seconds"] - median))
+    first = min(pairs, key=lambda p: abs(_ratio(p) - median))
     result["first"] = first
     result["rounds"] = [{name: p[name]["seconds"] for name in ("old", "new")} for p in pairs]
     result["load_mid"] = load_average()

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, bench_env, cli, load_average, machine, versions, write_json  # noqa: E402
+from _common import REPO, bench_env, cli, load_average, machine, versions, workspace, write_json  # noqa: E402
 
 STAGES = ["extract", "reduce pca+probe", "reduce umap+reduce tsne", "diagnose+projector+export", "render"]
 NOISE = 12                      # grey levels of the uniform pixel noise of each tiled copy
@@ -132,7 +131,7 @@ def quality(ws: Path) -> dict[str, dict[str, dict[str, float]]]:
 
 def compare(args: Any) -> dict[str, Any]:
     old, new = Path(args.old).resolve(), REPO
-    tmp = Path(args.keep or tempfile.mkdtemp(prefix="hs-real-"))
+    tmp = Path(args.keep)
     result: dict[str, Any] = {"machine": machine(), "versions": versions(), "n": args.n, "old": str(old),
                               "load_start": load_average(), "stages": {}}
     trees = {"old": old, "new": new}
@@ -185,7 +184,7 @@ def compare(args: Any) -> dict[str, Any]:
 
 
 def big(args: Any) -> dict[str, Any]:
-    tmp = Path(args.keep or tempfile.mkdtemp(prefix="hs-big-"))
+    tmp = Path(args.keep)
     ws = tmp / "new"
     result: dict[str, Any] = {"machine": machine(), "n": args.n + args.n_train, "stages": {},
                               "load_start": load_average()}
@@ -222,13 +221,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = cli(__doc__, add, argv)
     if not args.big and args.old is None:
         raise SystemExit("give --old CHECKOUT (e.g. `git worktree add --detach ../baseline <commit>`) or --big")
-    if args.keep:
+    with workspace(args.keep, "hs-big-" if args.big else "hs-real-") as folder:   # activations, maps: GBs
+        args.keep = folder
         return big(args) if args.big else compare(args)
-    args.keep = Path(tempfile.mkdtemp(prefix="hs-big-" if args.big else "hs-real-"))
-    try:                                # the workspaces' activations and maps: several GB
-        return big(args) if args.big else compare(args)
-    finally:
-        shutil.rmtree(args.keep, ignore_errors=True)
 
 
 if __name__ == "__main__":
